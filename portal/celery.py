@@ -1,0 +1,26 @@
+"""The Celery app. The beat schedule lives here, in one place."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+app = Celery("berth")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+app.conf.beat_schedule = {
+    "requeue-stuck-versions": {
+        "task": "registry.tasks.version_requeue_stuck",
+        "schedule": 60.0,
+    },
+    "resume-stuck-deployments": {
+        "task": "deployments.tasks.deployment_resume_stuck",
+        "schedule": 60.0,
+    },
+    "pull-metrics": {
+        "task": "monitoring.tasks.metrics_pull",
+        "schedule": 60.0,
+    },
+}

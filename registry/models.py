@@ -1,0 +1,134 @@
+"""The model registry: registered models, their immutable versions with lineage, and the
+results of testing each version on a real Triton server."""
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.urls import reverse
+
+from .choices import ArtifactSource, TestKind, TestOutcome, VersionStatus
+
+# Triton model names become folder names and SageMaker target model names
+# (`<model>_<version>.tar.gz`): keep them to a safe alphabet.
+model_name_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+    "Use letters, digits, '_', '.' or '-', starting with a letter or digit (at most 100).",
+)
+
+
+class RegisteredModel(models.Model):
+    """A model as data scientists know it: a named Triton model repository whose versions
+    are registered over time."""
+
+    name = models.CharField(max_length=100, unique=True, validators=[model_name_validator])
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="registered_models"
+    )
+    description = models.TextField(blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("registry:model-detail", kwargs={"name": self.name})
+
+
+class ModelVersion(models.Model):
+    """One immutable version of a registered model: its artifact (a Triton model
+    repository), its lineage, and where it stands in validate -> test -> package."""
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="versions")
+    version = models.PositiveIntegerField(help_text="Assigned in order per model, from 1.")
+    status = models.CharField(
+        max_length=16, choices=VersionStatus.choices, default=VersionStatus.REGISTERED, db_index=True
+    )
+    status_changed_at = models.DateTimeField(auto_now_add=True)
+    description = models.TextField(blank=True)
+
+    # Artifact: the uploaded archive (kept in the artifact store) or the URI it came from.
+    artifact_source = models.CharField(max_length=8, choices=ArtifactSource.choices)
+    artifact_uri = models.CharField(
+        max_length=1024, help_text="Where the registered archive or repository is stored."
+    )
+    source_uri = models.CharField(max_length=1024, blank=True, help_text="URI given at registration.")
+    content_sha256 = models.CharField(max_length=64, db_index=True)
+    size_bytes = models.BigIntegerField()
+
+    # Lineage.
+    source_repository = models.CharField(max_length=512, blank=True)
+    source_commit = models.CharField(max_length=64, blank=True, db_index=True)
+    dataset_uri = models.CharField(max_length=1024, blank=True)
+    dataset_version = models.CharField(max_length=128, blank=True, help_text="Version or content hash.")
+    training_job = models.CharField(max_length=1024, blank=True, help_text="Training job id or URL.")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children",
+        help_text="The version this one was fine-tuned from.",
+    )
+    metrics = models.JSONField(default=dict, blank=True)
+    frameworks = models.JSONField(default=list, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    registered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="registered_versions"
+    )
+    registered_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    # What validation found and what the repository holds.
+    problems = models.JSONField(default=list, blank=True)
+    repository_summary = models.JSONField(
+        default=dict, blank=True, help_text="Models, platforms and ensemble steps found by validation."
+    )
+    test_cases = models.JSONField(default=list, blank=True)
+    progress_log = models.JSONField(default=list, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+
+    # The package: `<model>_<version>.tar.gz` for SageMaker multi-model endpoints.
+    package_uri = models.CharField(max_length=1024, blank=True)
+    package_sha256 = models.CharField(max_length=64, blank=True)
+    package_size_bytes = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["model__name", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "version"], name="unique_model_version"),
+        ]
+        indexes = [models.Index(fields=["model", "-version"])]
+
+    def __str__(self) -> str:
+        return f"{self.model.name} v{self.version}"
+
+    def get_absolute_url(self) -> str:
+        return reverse(
+            "registry:version-detail", kwargs={"name": self.model.name, "version": self.version}
+        )
+
+    @property
+    def package_name(self) -> str:
+        """The SageMaker target model name of this version's package."""
+        return f"{self.model.name}_{self.version}.tar.gz"
+
+
+class TestResult(models.Model):
+    """The outcome of one test case (or the smoke inference) run against a version on Triton."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="test_results")
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=8, choices=TestKind.choices, default=TestKind.CASE)
+    outcome = models.CharField(max_length=8, choices=TestOutcome.choices)
+    message = models.TextField(blank=True)
+    inputs = models.JSONField(default=dict, blank=True)
+    expected = models.JSONField(default=dict, blank=True)
+    actual = models.JSONField(default=dict, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["version", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.version}: {self.name} {self.outcome}"
