@@ -1,0 +1,66 @@
+"""Triton `config.pbtxt` parsing with the model_config protobuf that tritonclient ships.
+
+https://github.com/triton-inference-server/common/blob/main/protobuf/model_config.proto
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+ModelConfig = model_config_pb2.ModelConfig
+
+# protobuf prefixes its messages with "line:column : " (or "line:column :" ).
+_POSITION_PREFIX = re.compile(r"^\s*\d+:\d+\s*:\s*")
+
+
+class ConfigError(ValueError):
+    """A config.pbtxt that does not parse, with the 1-based line and column protobuf reports."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.column = column
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return self.message
+        if self.column is None:
+            return f"line {self.line}: {self.message}"
+        return f"line {self.line}, column {self.column}: {self.message}"
+
+
+def parse_model_config(text: str) -> model_config_pb2.ModelConfig:
+    """Parse config.pbtxt text into a `ModelConfig`; raise `ConfigError` with its position."""
+    config = model_config_pb2.ModelConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as exc:
+        line = exc.GetLine()
+        column = exc.GetColumn()
+        message = _POSITION_PREFIX.sub("", str(exc))
+        # Some messages quote the offending source line first; the line number says it.
+        lines = text.splitlines()
+        if line and 0 < line <= len(lines):
+            message = message.removeprefix(f"'{lines[line - 1]}': ")
+        message = message or "invalid model configuration"
+        raise ConfigError(message, line, column) from exc
+    return config
+
+
+def read_model_config(path: Path) -> model_config_pb2.ModelConfig:
+    """Parse the config.pbtxt at `path` (undecodable bytes are a `ConfigError` too)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config is not UTF-8 text ({exc.reason})") from exc
+    return parse_model_config(text)
+
+
+def format_model_config(config: model_config_pb2.ModelConfig) -> str:
+    """The text form of `config`, as Triton reads it from config.pbtxt."""
+    return text_format.MessageToString(config)

@@ -1,0 +1,66 @@
+"""config.pbtxt parsing: valid configs parse, broken ones report where they break."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dataplane.modelconfig import (
+    ConfigError,
+    format_model_config,
+    parse_model_config,
+    read_model_config,
+)
+
+
+def test_demo_configs_parse(demo_repository: Path) -> None:
+    ensemble = read_model_config(demo_repository / "demo_ensemble" / "config.pbtxt")
+    assert ensemble.platform == "ensemble"
+    assert ensemble.max_batch_size == 8
+    assert [s.model_name for s in ensemble.ensemble_scheduling.step] == [
+        "demo_preprocess",
+        "demo_classifier",
+    ]
+    classifier = read_model_config(demo_repository / "demo_classifier" / "config.pbtxt")
+    assert classifier.platform == "onnxruntime_onnx"
+    assert [(i.name, list(i.dims)) for i in classifier.input] == [("FEATURES", [4])]
+    assert [(o.name, list(o.dims)) for o in classifier.output] == [("PROBABILITIES", [3])]
+
+
+def test_format_round_trips() -> None:
+    config = parse_model_config('name: "m" backend: "python" max_batch_size: 4')
+    assert parse_model_config(format_model_config(config)) == config
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column", "words"),
+    [
+        ('name: "m"\nbackend: "python"\nbogus_field: 3\n', 3, 1, "bogus_field"),
+        (
+            'name: "m"\ninput [\n  { name: "x" data_type: TYPE_NOPE dims: [ 4 ] }\n]\n',
+            3,
+            26,
+            "TYPE_NOPE",
+        ),
+        ('name: "m"\nmax_batch_size: "eight"\n', 2, 17, "integer"),
+        ('name: "m"\ninput [ { name: "x" \n', 2, 17, "Expected"),
+    ],
+)
+def test_parse_error_reports_line_and_column(text: str, line: int, column: int, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_model_config(text)
+    error = info.value
+    assert (error.line, error.column) == (line, column)
+    assert words in error.message
+    assert not error.message.startswith("'")
+    # The message is plain: the position is in the fields and in str(), not repeated.
+    assert not error.message.startswith(f"{line}:")
+    assert str(error).startswith(f"line {line}, column {column}: ")
+
+
+def test_undecodable_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.pbtxt"
+    path.write_bytes(b'name: "\xff\xfe"\n')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        read_model_config(path)
