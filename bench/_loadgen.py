@@ -1,0 +1,161 @@
+"""Load generation on loopback for the data-plane benchmarks.
+
+The client is the gateway's own lean keep-alive HTTP/1.1 pool (`dataplane.upstream`) on
+uvloop, so the load generator costs little CPU next to what it measures; both the gateway
+and direct Triton are driven by the same code in the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from dataplane.upstream import UpstreamPool  # noqa: E402
+
+T = TypeVar("T")
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop ships with the project on Linux
+    uvloop = None
+
+
+@dataclass
+class Target:
+    """Where requests go: host, port, path, headers and the request body."""
+
+    name: str
+    host: str
+    port: int
+    path: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    """Latencies (seconds) of the successful requests of one run, and its failures."""
+
+    latencies: list[float]
+    errors: int
+    elapsed: float
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+
+    def pct(self, q: float) -> float:
+        return float(np.percentile(self.latencies, q)) if self.latencies else float("nan")
+
+    def summary(self) -> str:
+        return (
+            f"n={len(self.latencies)} err={self.errors} rate={self.rate:,.0f}/s "
+            f"p50={self.pct(50) * 1e3:.3f}ms p90={self.pct(90) * 1e3:.3f}ms "
+            f"p99={self.pct(99) * 1e3:.3f}ms"
+        )
+
+
+async def closed_loop(
+    target: Target,
+    concurrency: int,
+    duration: float,
+    warmup: float = 0.5,
+    stop: asyncio.Event | None = None,
+) -> Run:
+    """`concurrency` clients, each sending its next request when the last one answered."""
+    pool = UpstreamPool(target.host, target.port, max_idle=concurrency + 4)
+    latencies: list[float] = []
+    errors = 0
+    perf = time.perf_counter
+    start = perf()
+    measure_from = start + warmup
+    end = measure_from + duration
+
+    async def client() -> None:
+        nonlocal errors
+        while True:
+            t0 = perf()
+            if t0 >= end or (stop is not None and stop.is_set()):
+                return
+            try:
+                response = await pool.request("POST", target.path, target.body, target.headers)
+                ok = response.status == 200
+            except Exception:
+                ok = False
+            t1 = perf()
+            if t0 >= measure_from:
+                if ok:
+                    latencies.append(t1 - t0)
+                else:
+                    errors += 1
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    elapsed = min(perf(), end) - measure_from
+    pool.close()
+    return Run(latencies, errors, max(elapsed, 1e-9))
+
+
+async def one(target: Target, timeout: float = 300.0) -> tuple[int, bytes, float]:
+    pool = UpstreamPool(target.host, target.port)
+    t0 = time.perf_counter()
+    response = await pool.request("POST", target.path, target.body, target.headers, timeout)
+    pool.close()
+    return response.status, response.body, time.perf_counter() - t0
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, on uvloop when it is installed."""
+    if uvloop is not None:
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+async def open_loop(target: Target, rate: float, duration: float) -> Run:
+    """Requests at a fixed rate whatever the answers (a stall holds no later request back).
+
+    Latency counts from when each request is sent: the event loop's timers tick in
+    milliseconds, and that lateness belongs to the generator, not to the server.
+    """
+    pool = UpstreamPool(target.host, target.port, max_idle=256)
+    latencies: list[float] = []
+    errors = 0
+    perf = time.perf_counter
+    interval = 1.0 / rate
+    count = int(rate * duration)
+    start = perf() + 0.05
+
+    async def fire(scheduled: float) -> None:
+        nonlocal errors
+        sent = perf()
+        try:
+            response = await pool.request("POST", target.path, target.body, target.headers)
+            ok = response.status == 200
+        except Exception:
+            ok = False
+        if ok:
+            latencies.append(perf() - sent)
+        else:
+            errors += 1
+
+    tasks = []
+    for i in range(count):
+        scheduled = start + i * interval
+        delay = scheduled - perf()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(fire(scheduled)))
+    await asyncio.gather(*tasks)
+    elapsed = perf() - start
+    pool.close()
+    return Run(latencies, errors, elapsed)

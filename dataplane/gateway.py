@@ -1,0 +1,670 @@
+"""The multi-model endpoints: resolving target models, loading on a miss, LRU eviction.
+
+This is what a SageMaker multi-model endpoint does on its instances
+(https://docs.aws.amazon.com/sagemaker/latest/dg/multi-model-endpoints.html): a request
+names a package (`TargetModel`); when the package is not loaded it is fetched from the
+endpoint's store, unpacked and loaded, then the request is answered; models that have
+not been used for the longest time are unloaded when memory runs short.
+
+Several endpoints share one Triton process; each has its own store and memory budget,
+and every package is loaded under its own name prefix so that two versions (or two
+endpoints holding the same version) never collide in Triton's repository.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dataplane.archive import ArchiveLimits, UnsafeArchive, safe_extract, sha256_file
+from dataplane.errors import (
+    GatewayError,
+    insufficient_memory,
+    is_out_of_memory,
+    model_error,
+    service_unavailable,
+    validation_error,
+)
+from dataplane.memory import MemoryProbe, host_utilization
+from dataplane.metrics import (
+    InvocationSeries,
+    MetricsRegistry,
+    endpoint_dimensions,
+    model_dimensions,
+)
+from dataplane.modelconfig import ConfigError, read_model_config
+from dataplane.shim import model_folders, prepare_repository
+from dataplane.stores import (
+    ModelStore,
+    PackageNotFound,
+    StoreError,
+    check_name,
+    is_package_name,
+    open_store,
+    package_stem,
+)
+from dataplane.supervisor import TritonSupervisor
+from dataplane.upstream import UpstreamError
+
+log = logging.getLogger(__name__)
+
+ENDPOINTS_FILE = "endpoints.json"
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+@dataclass
+class GatewaySettings:
+    """Knobs of one gateway process (the CLI fills them)."""
+
+    state_dir: Path
+    store_root: Path | None = None
+    max_request_bytes: int = 6 * 1024 * 1024  # SageMaker's real-time payload limit.
+    load_timeout: float = 600.0
+    infer_timeout: float = 60.0  # SageMaker's limit on a container's answer.
+    metrics_window_minutes: int = 180
+    sample_interval: float = 10.0
+    default_budget_bytes: int = 2 * 1024**3
+    archive_limits: ArchiveLimits = field(default_factory=ArchiveLimits)
+    gpu: bool | None = None  # None: use a GPU when NVML finds one.
+    # Endpoints named on the command line: (name, budget or None to keep the saved one).
+    endpoints: list[tuple[str, int | None]] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A package loaded into Triton for one endpoint."""
+
+    target_model: str
+    served_name: str
+    served_names: list[str]
+    prefix: str
+    rss_bytes: int
+    gpu_bytes: int
+    loaded_at: float
+    generation: int
+    last_used: float = 0.0
+    in_flight: int = 0
+    invocations: int = 0
+    infer_path: str = ""
+
+    def footprint(self, gpu: bool) -> int:
+        return self.gpu_bytes if gpu else self.rss_bytes
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "target_model": self.target_model,
+            "served_model": self.served_name,
+            "size_bytes": self.rss_bytes,
+            "gpu_bytes": self.gpu_bytes,
+            "loaded_at": _iso(self.loaded_at),
+            "last_used": _iso(self.last_used) if self.last_used else None,
+            "in_flight": self.in_flight,
+            "invocations": self.invocations,
+        }
+
+
+@dataclass
+class LoadOutcome:
+    """What a request learnt from waiting for its target model."""
+
+    model: LoadedModel
+    cache_hit: bool
+    wait_us: float = 0.0
+    downloading_us: float = 0.0
+    loading_us: float = 0.0
+
+
+class Endpoint:
+    """One named multi-model endpoint: its store, budget, loaded models and aliases."""
+
+    def __init__(self, name: str, store: str, budget_bytes: int) -> None:
+        self.name = name
+        self.store_location = store
+        self.store: ModelStore = open_store(store)
+        self.budget_bytes = int(budget_bytes)
+        self.loaded: dict[str, LoadedModel] = {}
+        self.loading: dict[str, asyncio.Future[LoadOutcome]] = {}
+        self.known_footprints: dict[str, int] = {}
+        self.dimensions = endpoint_dimensions(name)
+        self._aliases: dict[str, str] = {}
+        self._aliases_version: object = object()
+        self._model_dimensions: dict[str, Any] = {}
+        self._series: dict[str | None, tuple[InvocationSeries, ...]] = {}
+        self._endpoint_series: InvocationSeries | None = None
+        self._package_names: set[str] = set()
+
+    def invocation_series(
+        self, metrics: MetricsRegistry, target: str | None
+    ) -> tuple[InvocationSeries, ...]:
+        """The series a request for `target` records into: the endpoint's, the model's."""
+        found = self._series.get(target)
+        if found is None:
+            if self._endpoint_series is None:
+                self._endpoint_series = InvocationSeries(metrics, self.dimensions)
+            if target is None:
+                found = (self._endpoint_series,)
+            else:
+                found = (self._endpoint_series, InvocationSeries(metrics, self.model_dims(target)))
+            if len(self._series) > 10_000:  # Bounded: names come from clients.
+                self._series.clear()
+            self._series[target] = found
+        return found
+
+    def model_dims(self, target: str) -> Any:
+        dims = self._model_dimensions.get(target)
+        if dims is None:
+            dims = self._model_dimensions[target] = model_dimensions(self.name, target)
+        return dims
+
+    def configure(self, store: str, budget_bytes: int) -> None:
+        if store != self.store_location:
+            self.store = open_store(store)
+            self.store_location = store
+            self._aliases_version = object()
+        self.budget_bytes = int(budget_bytes)
+
+    def used_bytes(self, gpu: bool) -> int:
+        return sum(m.footprint(gpu) for m in self.loaded.values())
+
+    def estimate(self, target: str) -> int:
+        """Expected footprint of `target` before it loads: what it took last time, else the
+        mean of what this endpoint's models took (0 before anything was measured)."""
+        if target in self.known_footprints:
+            return self.known_footprints[target]
+        if self.known_footprints:
+            values = list(self.known_footprints.values())
+            return sum(values) // len(values)
+        return 0
+
+    def prefix(self, target: str) -> str:
+        stem = _UNSAFE_NAME_CHARS.sub("_", package_stem(target))[:48].strip("_") or "model"
+        digest = hashlib.sha1(f"{self.name}/{target}".encode()).hexdigest()[:8]
+        return f"{stem}-{digest}--"
+
+    # -- aliases --------------------------------------------------------------------------
+
+    def aliases(self) -> dict[str, str]:
+        version = self.store.aliases_version()
+        if version != self._aliases_version:
+            self._aliases = self.store.read_aliases()
+            self._aliases_version = version
+        return self._aliases
+
+    def set_alias(self, model: str, target: str) -> dict[str, str]:
+        aliases = dict(self.store.read_aliases())
+        aliases[model] = target
+        self.store.write_aliases(aliases)
+        self._aliases = aliases
+        self._aliases_version = self.store.aliases_version()
+        return aliases
+
+    def resolve(self, target: str) -> str:
+        """The package a `TargetModel` value names: itself, or the live version of a model."""
+        if target in self._package_names:
+            return target
+        problem = check_name(target)
+        if problem is not None:
+            raise validation_error(f"TargetModel {target!r} {problem}.")
+        if is_package_name(target):
+            if len(self._package_names) > 10_000:  # Bounded: names come from clients.
+                self._package_names.clear()
+            self._package_names.add(target)
+            return target
+        try:
+            package = self.aliases().get(target)
+        except StoreError as exc:
+            raise service_unavailable(f"cannot read the aliases of {self.name}: {exc}") from exc
+        if package is None:
+            raise validation_error(
+                f"Could not find model {target!r} on endpoint {self.name}: it is neither a "
+                f"package name nor a model with a live version (alias).",
+                error_code="ModelNotFound",
+            )
+        return package
+
+    def as_json(self, gpu: bool) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "store": self.store_location,
+            "memory_budget_bytes": self.budget_bytes,
+            "memory_used_bytes": self.used_bytes(gpu),
+            "memory_kind": "gpu" if gpu else "host",
+            "loaded_model_count": len(self.loaded),
+        }
+
+
+class Gateway:
+    """All endpoints of this process, their shared Triton, and their metrics."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.state_dir = Path(settings.state_dir)
+        self.repository = self.state_dir / "repository"
+        self.work_dir = self.state_dir / "work"
+        self.probe = MemoryProbe(use_gpu=settings.gpu)
+        self.gpu = self.probe.has_gpu if settings.gpu is None else bool(settings.gpu)
+        self.supervisor = TritonSupervisor(
+            self.repository, log_path=self.state_dir / "triton.log", gpu=self.gpu
+        )
+        self.supervisor.on_restart(self._forget_loaded_models)
+        self.metrics = MetricsRegistry(settings.metrics_window_minutes)
+        self.endpoints: dict[str, Endpoint] = {}
+        self._sampler: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # Nothing in the repository survives a gateway restart: Triton starts empty anyway.
+        shutil.rmtree(self.repository, ignore_errors=True)
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+        self.repository.mkdir(parents=True)
+        self.work_dir.mkdir(parents=True)
+        self._load_endpoints()
+        for name, budget in self.settings.endpoints:
+            existing = self.endpoints.get(name)
+            store = existing.store_location if existing else self.default_store(name)
+            if not store.startswith("s3://"):
+                Path(store).mkdir(parents=True, exist_ok=True)
+            if existing is None:
+                self.endpoints[name] = Endpoint(
+                    name, store, budget or self.settings.default_budget_bytes
+                )
+            elif budget:
+                existing.configure(store, budget)
+        self._save_endpoints()
+        await self.supervisor.start()
+        host_utilization()  # The first CPU reading only sets the baseline.
+        self._sampler = asyncio.create_task(self._sample_forever(), name="metrics-sampler")
+
+    async def stop(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+        await self.supervisor.stop()
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    def _endpoints_file(self) -> Path:
+        return self.state_dir / ENDPOINTS_FILE
+
+    def _load_endpoints(self) -> None:
+        path = self._endpoints_file()
+        if not path.exists():
+            return
+        for name, spec in json.loads(path.read_text(encoding="utf-8")).items():
+            self.endpoints[name] = Endpoint(name, spec["store"], spec["memory_budget_bytes"])
+
+    def _save_endpoints(self) -> None:
+        data = {
+            name: {"store": ep.store_location, "memory_budget_bytes": ep.budget_bytes}
+            for name, ep in sorted(self.endpoints.items())
+        }
+        fd, tmp = tempfile.mkstemp(prefix=".endpoints-", dir=self.state_dir)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2)
+        os.replace(tmp, self._endpoints_file())
+
+    def default_store(self, name: str) -> str:
+        if self.settings.store_root is None:
+            raise validation_error("store is required (the gateway has no --store-root)")
+        return str(Path(self.settings.store_root) / name)
+
+    async def put_endpoint(
+        self, name: str, *, store: str | None, budget_bytes: int | None
+    ) -> tuple[Endpoint, bool]:
+        """Create or update an endpoint; (endpoint, created). Persisted at once."""
+        problem = check_name(name)
+        if problem is not None:
+            raise validation_error(f"endpoint name {problem}")
+        existing = self.endpoints.get(name)
+        store = store or (existing.store_location if existing else self.default_store(name))
+        if budget_bytes is None:
+            budget_bytes = existing.budget_bytes if existing else self.settings.default_budget_bytes
+        if budget_bytes <= 0:
+            raise validation_error("memory_budget_bytes must be positive")
+        if not store.startswith("s3://"):
+            Path(store).mkdir(parents=True, exist_ok=True)
+        if existing is None:
+            endpoint = Endpoint(name, store, budget_bytes)
+            self.endpoints[name] = endpoint
+        else:
+            endpoint = existing
+            endpoint.configure(store, budget_bytes)
+        self._save_endpoints()
+        if existing is not None:
+            async with self.supervisor.repository_lock:
+                await self._make_room(endpoint, 0, keep=None)
+        return endpoint, existing is None
+
+    def endpoint(self, name: str) -> Endpoint:
+        endpoint = self.endpoints.get(name)
+        if endpoint is None:
+            raise validation_error(f"Endpoint {name} not found.", error_code="EndpointNotFound")
+        return endpoint
+
+    # -- loading --------------------------------------------------------------------------
+
+    async def ensure_loaded(self, endpoint: Endpoint, target: str) -> LoadOutcome:
+        """The loaded model for `target`, loading it once however many requests ask."""
+        generation = self.supervisor.generation
+        model = endpoint.loaded.get(target)
+        if model is not None and model.generation == generation:
+            return LoadOutcome(model, True)
+        started = time.perf_counter()
+        for _ in range(3):
+            future = endpoint.loading.get(target)
+            if future is None:
+                future = asyncio.get_running_loop().create_future()
+                future.add_done_callback(_consume_exception)
+                endpoint.loading[target] = future
+                task = asyncio.create_task(self._load(endpoint, target, future))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            outcome = await asyncio.shield(future)
+            # Another load may have evicted it between its load and this request resuming.
+            if endpoint.loaded.get(target) is outcome.model:
+                outcome = LoadOutcome(
+                    outcome.model,
+                    False,
+                    (time.perf_counter() - started) * 1e6,
+                    outcome.downloading_us,
+                    outcome.loading_us,
+                )
+                self.metrics.record("ModelLoadingWaitTime", endpoint.dimensions, outcome.wait_us)
+                self.metrics.record(
+                    "ModelLoadingWaitTime", endpoint.model_dims(target), outcome.wait_us
+                )
+                return outcome
+        raise service_unavailable(f"{target} was unloaded again before it could serve; retry.")
+
+    async def _load(
+        self, endpoint: Endpoint, target: str, future: asyncio.Future[LoadOutcome]
+    ) -> None:
+        try:
+            outcome = await self._load_package(endpoint, target)
+        except GatewayError as exc:
+            future.set_exception(exc)
+        except UpstreamError as exc:
+            future.set_exception(
+                service_unavailable(f"Triton stopped while loading {target}; retry. ({exc})")
+            )
+        except Exception as exc:  # Anything else is ours: answer it, keep serving others.
+            log.exception("loading %s for %s failed", target, endpoint.name)
+            future.set_exception(
+                GatewayError(500, "InternalFailure", f"loading {target} failed: {exc}")
+            )
+        else:
+            future.set_result(outcome)
+        finally:
+            if endpoint.loading.get(target) is future:
+                del endpoint.loading[target]
+
+    def _stage(self, endpoint: Endpoint, target: str, work: Path) -> tuple[Path, str]:
+        """Fetch, verify and unpack a package (in a worker thread); (repository, entry model)."""
+        package = work / "package" / target
+        try:
+            endpoint.store.fetch(target, package)
+        except PackageNotFound as exc:
+            raise validation_error(
+                f"Could not find model data for {target} in the model store of endpoint "
+                f"{endpoint.name} ({endpoint.store_location}).",
+                error_code="ModelNotFound",
+            ) from exc
+        except StoreError as exc:
+            raise service_unavailable(str(exc)) from exc
+        expected = endpoint.store.expected_sha256(target)
+        if expected is not None:
+            actual = sha256_file(package)
+            if actual != expected:
+                raise validation_error(
+                    f"Model data for {target} does not match its sha256 (expected {expected}, "
+                    f"got {actual}).",
+                    error_code="ChecksumMismatch",
+                )
+        repository = work / "repository"
+        try:
+            safe_extract(package, repository, self.settings.archive_limits)
+        except UnsafeArchive as exc:
+            raise validation_error(
+                f"Model data for {target} was refused: {exc}", error_code="InvalidModelData"
+            ) from exc
+        package.unlink(missing_ok=True)
+        return repository, entry_model(repository, target)
+
+    async def _load_package(self, endpoint: Endpoint, target: str) -> LoadOutcome:
+        supervisor = self.supervisor
+        generation = await supervisor.wait_ready(self.settings.load_timeout)
+        started = time.perf_counter()
+        work = self.work_dir / uuid.uuid4().hex
+        prefix = endpoint.prefix(target)
+        try:
+            source, entry = await asyncio.to_thread(self._stage, endpoint, target, work)
+            async with supervisor.repository_lock:
+                if supervisor.generation != generation:
+                    raise service_unavailable("Triton restarted while loading; retry.")
+                self._remove_served_folders(prefix)
+                try:
+                    names = await asyncio.to_thread(
+                        prepare_repository, source, self.repository, prefix=prefix, gpu=self.gpu
+                    )
+                except (ConfigError, ValueError, OSError) as exc:
+                    raise validation_error(
+                        f"Model data for {target} is not a usable Triton repository: {exc}",
+                        error_code="InvalidModelData",
+                    ) from exc
+                downloading_us = (time.perf_counter() - started) * 1e6
+                served = names[entry]
+                await self._make_room(endpoint, endpoint.estimate(target), keep=target)
+                loading_started = time.perf_counter()
+                before = await asyncio.to_thread(self.probe.read, supervisor.pid)
+                ok, reason = await supervisor.load(served, self.settings.load_timeout)
+                if not ok and is_out_of_memory(reason):
+                    # SageMaker's answer to an out-of-memory load: free memory, try once more.
+                    log.warning("out of memory loading %s; evicting and retrying", target)
+                    await self._make_room(endpoint, endpoint.budget_bytes + 1, keep=target)
+                    before = await asyncio.to_thread(self.probe.read, supervisor.pid)
+                    ok, reason = await supervisor.load(served, self.settings.load_timeout)
+                    if not ok and is_out_of_memory(reason):
+                        await self._discard(served, list(names.values()), prefix)
+                        raise insufficient_memory(
+                            f"Not enough memory to load {target} on endpoint "
+                            f"{endpoint.name}: {reason}"
+                        )
+                if not ok:
+                    await self._discard(served, list(names.values()), prefix)
+                    raise model_error(
+                        500, f"Failed to load model {target}: {reason}", model_name=target
+                    )
+                after = await asyncio.to_thread(self.probe.read, supervisor.pid)
+                loading_us = (time.perf_counter() - loading_started) * 1e6
+                if supervisor.generation != generation:
+                    raise service_unavailable("Triton restarted while loading; retry.")
+                model = LoadedModel(
+                    target_model=target,
+                    served_name=served,
+                    served_names=list(names.values()),
+                    prefix=prefix,
+                    rss_bytes=max(after.rss_bytes - before.rss_bytes, 0),
+                    gpu_bytes=max(after.gpu_bytes - before.gpu_bytes, 0),
+                    loaded_at=time.time(),
+                    generation=generation,
+                    last_used=time.time(),
+                    infer_path=f"/v2/models/{served}/infer",
+                )
+                endpoint.known_footprints[target] = model.footprint(self.gpu)
+                endpoint.loaded[target] = model
+                self._record_loaded_count(endpoint)
+                # The measured footprint may be larger than the estimate: settle the budget.
+                await self._make_room(endpoint, 0, keep=target)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+        for dims in (endpoint.dimensions, endpoint.model_dims(target)):
+            self.metrics.record("ModelDownloadingTime", dims, downloading_us)
+            self.metrics.record("ModelLoadingTime", dims, loading_us)
+        log.info(
+            "loaded %s on %s as %s: %.0f ms download, %.0f ms load, %d bytes",
+            target,
+            endpoint.name,
+            served,
+            downloading_us / 1000,
+            loading_us / 1000,
+            model.footprint(self.gpu),
+        )
+        return LoadOutcome(model, False, 0.0, downloading_us, loading_us)
+
+    async def _discard(self, served: str, served_names: list[str], prefix: str) -> None:
+        """Forget a failed load: ask Triton to unload what it may hold, remove the folders."""
+        with contextlib.suppress(UpstreamError):
+            await self.supervisor.unload(served, served_names, timeout=30.0)
+        self._remove_served_folders(prefix)
+
+    def _remove_served_folders(self, prefix: str) -> None:
+        if not self.repository.exists():
+            return
+        for folder in self.repository.iterdir():
+            if folder.name.startswith(prefix):
+                shutil.rmtree(folder, ignore_errors=True)
+
+    # -- memory ---------------------------------------------------------------------------
+
+    async def _make_room(self, endpoint: Endpoint, needed: int, *, keep: str | None) -> None:
+        """Unload least-recently-used idle models until `needed` more bytes fit the budget.
+
+        Call with the repository lock held. Models serving a request are never unloaded.
+        """
+        while endpoint.used_bytes(self.gpu) + needed > endpoint.budget_bytes:
+            idle = [
+                m for m in endpoint.loaded.values() if m.in_flight == 0 and m.target_model != keep
+            ]
+            if not idle:
+                return
+            victim = min(idle, key=lambda m: m.last_used)
+            await self._unload_locked(endpoint, victim)
+
+    async def _unload_locked(self, endpoint: Endpoint, model: LoadedModel) -> float:
+        if endpoint.loaded.get(model.target_model) is model:
+            del endpoint.loaded[model.target_model]
+        self._record_loaded_count(endpoint)
+        started = time.perf_counter()
+        if model.generation == self.supervisor.generation:
+            try:
+                await self.supervisor.unload(model.served_name, model.served_names, timeout=120.0)
+            except UpstreamError as exc:
+                log.warning("unloading %s failed: %s", model.served_name, exc)
+        unloading_us = (time.perf_counter() - started) * 1e6
+        self._remove_served_folders(model.prefix)
+        for dims in (endpoint.dimensions, endpoint.model_dims(model.target_model)):
+            self.metrics.record("ModelUnloadingTime", dims, unloading_us)
+        log.info(
+            "unloaded %s from %s in %.0f ms", model.target_model, endpoint.name, unloading_us / 1000
+        )
+        return unloading_us
+
+    async def unload(self, endpoint: Endpoint, target: str) -> float | None:
+        """Unload `target` now (admin); None when it was not loaded."""
+        async with self.supervisor.repository_lock:
+            model = endpoint.loaded.get(target)
+            if model is None:
+                return None
+            return await self._unload_locked(endpoint, model)
+
+    def _forget_loaded_models(self, generation: int) -> None:
+        for endpoint in self.endpoints.values():
+            endpoint.loaded.clear()
+            self._record_loaded_count(endpoint)
+
+    def _record_loaded_count(self, endpoint: Endpoint) -> None:
+        self.metrics.record("LoadedModelCount", endpoint.dimensions, float(len(endpoint.loaded)))
+
+    # -- periodic samples -----------------------------------------------------------------
+
+    def sample(self) -> None:
+        cpu, memory = host_utilization()
+        gpu = self.probe.gpu_utilization()
+        usage = shutil.disk_usage(self.state_dir)
+        disk = 100.0 * usage.used / usage.total if usage.total else 0.0
+        for endpoint in self.endpoints.values():
+            self._record_loaded_count(endpoint)
+            self.metrics.record("CPUUtilization", endpoint.dimensions, cpu)
+            self.metrics.record("MemoryUtilization", endpoint.dimensions, memory)
+            self.metrics.record("DiskUtilization", endpoint.dimensions, disk)
+            if gpu is not None:
+                self.metrics.record("GPUUtilization", endpoint.dimensions, gpu[0])
+                self.metrics.record("GPUMemoryUtilization", endpoint.dimensions, gpu[1])
+
+    async def _sample_forever(self) -> None:
+        while True:
+            try:
+                self.sample()
+            except Exception:
+                log.exception("metrics sample failed")
+            await asyncio.sleep(self.settings.sample_interval)
+
+
+def entry_model(repository: Path, target: str) -> str:
+    """The model clients invoke: berth.yaml's `model:`, else the one model no ensemble uses."""
+    folders = {folder.name: folder for folder in model_folders(repository)}
+    if not folders:
+        raise validation_error(
+            f"Model data for {target} holds no model folder (a folder with config.pbtxt).",
+            error_code="InvalidModelData",
+        )
+    berth_yaml = repository / "berth.yaml"
+    if berth_yaml.is_file():
+        try:
+            spec = yaml.safe_load(berth_yaml.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise validation_error(
+                f"berth.yaml of {target} does not parse: {exc}", error_code="InvalidModelData"
+            ) from exc
+        named = spec.get("model") if isinstance(spec, dict) else None
+        if named:
+            if named not in folders:
+                raise validation_error(
+                    f"berth.yaml of {target} names model {named!r}, which the package lacks.",
+                    error_code="InvalidModelData",
+                )
+            return str(named)
+    steps: set[str] = set()
+    for folder in folders.values():
+        try:
+            config = read_model_config(folder / "config.pbtxt")
+        except ConfigError as exc:
+            raise validation_error(
+                f"{folder.name}/config.pbtxt of {target}: {exc}", error_code="InvalidModelData"
+            ) from exc
+        for step in config.ensemble_scheduling.step:
+            steps.add(step.model_name)
+    roots = sorted(set(folders) - steps)
+    if len(roots) != 1:
+        raise validation_error(
+            f"Cannot tell which model of {target} to invoke ({', '.join(roots) or 'none'}); "
+            "name it with `model:` in berth.yaml.",
+            error_code="InvalidModelData",
+        )
+    return roots[0]
+
+
+def _consume_exception(future: asyncio.Future[Any]) -> None:
+    # Waiters read the exception; this keeps asyncio quiet when nobody is left waiting.
+    if not future.cancelled():
+        future.exception()
+
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))

@@ -1,0 +1,302 @@
+"""A lean HTTP/1.1 server on asyncio protocols for the gateway.
+
+The gateway sits in front of a Triton that answers in a few hundred microseconds, so every
+microsecond it spends per request shows. This server does only what the gateway needs:
+keep-alive connections, one request at a time per connection (answers stay in order),
+bodies with a Content-Length (what boto3, urllib3, aiohttp and curl send), `Expect:
+100-continue`, a body size limit checked before the body is read, and a small router.
+A handler may answer synchronously (the invocation fast path answers from a callback) or
+be a coroutine run as a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+log = logging.getLogger(__name__)
+
+MAX_HEAD_BYTES = 64 * 1024
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+
+
+class HttpRequest:
+    """One parsed request: method, path (decoded), raw query, lower-cased headers, body."""
+
+    __slots__ = ("method", "path", "query", "headers", "body", "params")
+
+    def __init__(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.params: dict[str, str] = {}
+
+    def query_params(self) -> dict[str, str]:
+        return dict(parse_qsl(self.query, keep_blank_values=True))
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+
+class HttpResponse:
+    __slots__ = ("status", "body", "headers")
+
+    def __init__(
+        self, status: int, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+
+def json_response(data: Any, status: int = 200) -> HttpResponse:
+    return HttpResponse(status, json.dumps(data).encode(), {"Content-Type": "application/json"})
+
+
+def encode_response(
+    status: int, body: bytes, headers: dict[str, str] | None, *, close: bool = False
+) -> bytes:
+    parts = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"]
+    if headers:
+        for key, value in headers.items():
+            parts.append(f"{key}: {value}\r\n")
+    if close:
+        parts.append("Connection: close\r\n")
+    parts.append(f"Content-Length: {len(body)}\r\n\r\n")
+    return "".join(parts).encode("latin-1") + body
+
+
+AsyncHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+# A direct handler answers through the connection itself (`HttpConnection.respond`).
+DirectHandler = Callable[["HttpConnection", HttpRequest], None]
+ErrorMapper = Callable[[Exception], HttpResponse | None]
+
+
+class Router:
+    """Routes `METHOD /path/{param}` to handlers (the path arrives URL-decoded)."""
+
+    def __init__(self) -> None:
+        self._routes: list[tuple[str, re.Pattern[str], AsyncHandler]] = []
+        self.direct: list[tuple[str, str, str, DirectHandler]] = []
+
+    def add(self, method: str, pattern: str, handler: AsyncHandler) -> None:
+        regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$"
+        self._routes.append((method, re.compile(regex), handler))
+
+    def add_direct(self, method: str, prefix: str, suffix: str, handler: DirectHandler) -> None:
+        """A hot route `prefix{one segment}suffix` matched by string tests, not regexes."""
+        self.direct.append((method, prefix, suffix, handler))
+
+    def match(self, method: str, path: str) -> tuple[AsyncHandler | None, dict[str, str], int]:
+        allowed = False
+        for route_method, regex, handler in self._routes:
+            found = regex.match(path)
+            if found:
+                if route_method == method:
+                    return handler, found.groupdict(), 200
+                allowed = True
+        return None, {}, 405 if allowed else 404
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection."""
+
+    __slots__ = (
+        "server",
+        "transport",
+        "buffer",
+        "busy",
+        "closing",
+        "_head",
+        "_keep_alive",
+        "_discard",
+    )
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.busy = False
+        self.closing = False
+        self._head: tuple[str, str, str, dict[str, str], int] | None = None
+        self._keep_alive = True
+        self._discard = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._discard:
+            # The body of a refused request: read it so the client sees the answer, then close.
+            self._discard -= min(self._discard, len(data))
+            if not self._discard and self.transport is not None:
+                self.transport.close()
+            return
+        self.buffer += data
+        if not self.busy:
+            self._next()
+        elif len(self.buffer) > self.server.max_body + MAX_HEAD_BYTES and self.transport:
+            # A client far ahead of its answers: stop reading until it catches up.
+            self.transport.pause_reading()
+
+    def _next(self) -> None:
+        buffer = self.buffer
+        if self._head is None:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > MAX_HEAD_BYTES:
+                    self._fail(431, "request head too large")
+                return
+            try:
+                self._head = self._parse_head(bytes(buffer[:end]))
+            except ValueError as exc:
+                self._fail(400, f"malformed request: {exc}")
+                return
+            del buffer[: end + 4]
+            method, path, query, headers, length = self._head
+            if length > self.server.max_body:
+                self._head = None
+                response = self.server.too_large(length)
+                self._discard = max(length - len(buffer), 0)
+                buffer.clear()
+                self.closing = True
+                self._write(
+                    response.status, response.body, response.headers, close=not self._discard
+                )
+                return
+            if length > len(buffer) and headers.get("expect", "").lower() == "100-continue":
+                assert self.transport is not None
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        method, path, query, headers, length = self._head
+        if len(buffer) < length:
+            return
+        body = bytes(buffer[:length])
+        del buffer[:length]
+        self._head = None
+        self.busy = True
+        self.server.dispatch(self, HttpRequest(method, path, query, headers, body))
+
+    def _parse_head(self, head: bytes) -> tuple[str, str, str, dict[str, str], int]:
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, version = lines[0].split(" ")
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            key, sep, value = line.partition(":")
+            if not sep:
+                raise ValueError(f"bad header line {line[:40]!r}")
+            # RFC 9110: no whitespace between a field name and its colon.
+            headers[key.lower()] = value.strip()
+        if "transfer-encoding" in headers:
+            raise ValueError("chunked request bodies are not accepted; send Content-Length")
+        length = int(headers.get("content-length", "0") or "0")
+        if length < 0:
+            raise ValueError("negative Content-Length")
+        connection = headers.get("connection", "").lower()
+        self._keep_alive = (
+            connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
+        )
+        path, _, query = target.partition("?")
+        if "%" in path:
+            path = unquote(path)
+        return method, path, query, headers, length
+
+    def respond(self, status: int, body: bytes, headers: dict[str, str] | None) -> None:
+        """Answer the current request; then read the next one from the buffer."""
+        self._write(status, body, headers, close=not self._keep_alive)
+        self.busy = False
+        transport = self.transport
+        if transport is not None and not self.closing and not transport.is_reading():
+            transport.resume_reading()
+        if self.buffer and not self.closing:
+            self._next()
+
+    def _write(
+        self, status: int, body: bytes, headers: dict[str, str] | None, *, close: bool
+    ) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        transport.write(encode_response(status, body, headers, close=close or self.closing))
+        if close:
+            self.closing = True
+            transport.close()
+
+    def _fail(self, status: int, message: str) -> None:
+        body = json.dumps({"ErrorCode": "BadRequest", "Message": message}).encode()
+        self._write(status, body, {"Content-Type": "application/json"}, close=True)
+
+
+class HttpServer:
+    """Dispatches parsed requests to direct handlers or to coroutine handlers."""
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        max_body: int,
+        too_large: Callable[[int], HttpResponse],
+        error_mapper: ErrorMapper,
+    ) -> None:
+        self.router = router
+        self.max_body = max_body
+        self.too_large = too_large
+        self.error_mapper = error_mapper
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def protocol(self) -> HttpConnection:
+        return HttpConnection(self)
+
+    def dispatch(self, connection: HttpConnection, request: HttpRequest) -> None:
+        path = request.path
+        for method, prefix, suffix, handler in self.router.direct:
+            if (
+                request.method == method
+                and path.startswith(prefix)
+                and path.endswith(suffix)
+                and "/" not in path[len(prefix) : len(path) - len(suffix)]
+            ):
+                request.params["segment"] = path[len(prefix) : len(path) - len(suffix)]
+                handler(connection, request)
+                return
+        handler_fn, params, status = self.router.match(request.method, path)
+        if handler_fn is None:
+            message = "no such route" if status == 404 else "method not allowed"
+            body = json.dumps({"ErrorCode": "NotFound", "Message": message}).encode()
+            connection.respond(status, body, {"Content-Type": "application/json"})
+            return
+        request.params = params
+        self.spawn(self._run(connection, request, handler_fn))
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(
+        self, connection: HttpConnection, request: HttpRequest, handler: AsyncHandler
+    ) -> None:
+        try:
+            response = await handler(request)
+        except Exception as exc:
+            mapped = self.error_mapper(exc)
+            if mapped is None:
+                log.exception("%s %s failed", request.method, request.path)
+                mapped = json_response(
+                    {"ErrorCode": "InternalFailure", "Message": f"internal error: {exc}"}, 500
+                )
+            response = mapped
+        connection.respond(response.status, response.body, response.headers)

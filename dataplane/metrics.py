@@ -1,0 +1,494 @@
+"""In-memory endpoint metrics with SageMaker's names, units and meaning.
+
+Each series (metric name + dimensions) keeps one-minute statistics for a configurable
+window: Sum, SampleCount, Minimum, Maximum and a log-bucketed histogram from which
+percentiles are read (about 1 % relative error, like CloudWatch's own percentile
+estimates). Recording a sample is a few dictionary updates, never a sort, so the
+invocation path stays cheap; percentiles are computed when someone reads them.
+
+Reads come in the shape of CloudWatch's GetMetricData
+(https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_GetMetricData.html)
+and as Prometheus text. Metric names and units follow SageMaker's endpoint metrics
+(https://docs.aws.amazon.com/sagemaker/latest/dg/monitoring-cloudwatch.html).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+INVOCATION_NAMESPACE = "AWS/SageMaker"
+INSTANCE_NAMESPACE = "/aws/sagemaker/Endpoints"
+VARIANT_NAME = "AllTraffic"
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What one SageMaker metric means here: its namespace, unit and Prometheus kind."""
+
+    namespace: str
+    unit: str
+    kind: str  # "counter" (a count per sample), "latency" (a distribution), "gauge"
+    help: str
+
+
+METRICS: dict[str, MetricInfo] = {
+    "Invocations": MetricInfo(
+        INVOCATION_NAMESPACE, "None", "counter", "InvokeEndpoint requests sent to the endpoint."
+    ),
+    "Invocation4XXErrors": MetricInfo(
+        INVOCATION_NAMESPACE, "None", "counter", "Requests answered with a 4xx status."
+    ),
+    "Invocation5XXErrors": MetricInfo(
+        INVOCATION_NAMESPACE, "None", "counter", "Requests answered with a 5xx status."
+    ),
+    "ModelLatency": MetricInfo(
+        INVOCATION_NAMESPACE, "Microseconds", "latency", "Time the model (Triton) took to answer."
+    ),
+    "OverheadLatency": MetricInfo(
+        INVOCATION_NAMESPACE,
+        "Microseconds",
+        "latency",
+        "Time added by the gateway on top of ModelLatency.",
+    ),
+    "ModelCacheHit": MetricInfo(
+        INVOCATION_NAMESPACE,
+        "None",
+        "counter",
+        "1 for a request whose model was already loaded, 0 otherwise; Average is the hit ratio.",
+    ),
+    "ModelLoadingWaitTime": MetricInfo(
+        INVOCATION_NAMESPACE,
+        "Microseconds",
+        "latency",
+        "Time a request waited for its target model to be downloaded and loaded.",
+    ),
+    "ModelDownloadingTime": MetricInfo(
+        INVOCATION_NAMESPACE,
+        "Microseconds",
+        "latency",
+        "Time to fetch, verify and unpack a model package.",
+    ),
+    "ModelLoadingTime": MetricInfo(
+        INVOCATION_NAMESPACE, "Microseconds", "latency", "Time Triton took to load a model."
+    ),
+    "ModelUnloadingTime": MetricInfo(
+        INVOCATION_NAMESPACE, "Microseconds", "latency", "Time Triton took to unload a model."
+    ),
+    "LoadedModelCount": MetricInfo(
+        INVOCATION_NAMESPACE, "None", "gauge", "Models loaded for the endpoint."
+    ),
+    "CPUUtilization": MetricInfo(
+        INSTANCE_NAMESPACE, "Percent", "gauge", "Sum of the utilization of each CPU core."
+    ),
+    "MemoryUtilization": MetricInfo(
+        INSTANCE_NAMESPACE, "Percent", "gauge", "Share of host memory in use."
+    ),
+    "DiskUtilization": MetricInfo(
+        INSTANCE_NAMESPACE, "Percent", "gauge", "Share of the state folder's disk in use."
+    ),
+    "GPUUtilization": MetricInfo(
+        INSTANCE_NAMESPACE, "Percent", "gauge", "Sum of the utilization of each GPU."
+    ),
+    "GPUMemoryUtilization": MetricInfo(
+        INSTANCE_NAMESPACE, "Percent", "gauge", "Sum of the share of memory used on each GPU."
+    ),
+}
+
+# Histogram buckets grow by 2 %: a percentile read back is within about 1 % of the truth.
+_GAMMA = 1.02
+_INV_LOG_GAMMA = 1.0 / math.log(_GAMMA)
+_ZERO_BUCKET = -(10**9)
+_PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
+STATISTICS = ("Sum", "SampleCount", "Minimum", "Maximum", "Average")
+
+Dimensions = tuple[tuple[str, str], ...]
+
+
+class MinuteStats:
+    """The statistics of one series over one minute."""
+
+    __slots__ = ("sum", "count", "min", "max", "buckets")
+
+    def __init__(self) -> None:
+        self.sum = 0.0
+        self.count = 0
+        self.min = math.inf
+        self.max = -math.inf
+        self.buckets: dict[int, int] = {}
+
+    def add(self, value: float) -> None:
+        self.sum += value
+        self.count += 1
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+        key = int(math.log(value) * _INV_LOG_GAMMA) if value > 0 else _ZERO_BUCKET
+        buckets = self.buckets
+        buckets[key] = buckets.get(key, 0) + 1
+
+    def merge(self, other: MinuteStats) -> None:
+        self.sum += other.sum
+        self.count += other.count
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+        for key, n in other.buckets.items():
+            self.buckets[key] = self.buckets.get(key, 0) + n
+
+    def percentile(self, q: float) -> float:
+        """The q-th percentile (0 < q < 100) read from the histogram, clamped to [min, max]."""
+        if not self.count:
+            return math.nan
+        rank = max(1, math.ceil(self.count * q / 100.0))
+        seen = 0
+        for key in sorted(self.buckets):
+            seen += self.buckets[key]
+            if seen >= rank:
+                value = 0.0 if key == _ZERO_BUCKET else _GAMMA ** (key + 0.5)
+                return min(max(value, self.min), self.max)
+        return self.max
+
+    def statistic(self, stat: str) -> float:
+        if stat == "Sum":
+            return self.sum
+        if stat == "SampleCount":
+            return float(self.count)
+        if stat in ("Minimum", "Min"):
+            return self.min
+        if stat in ("Maximum", "Max"):
+            return self.max
+        if stat == "Average":
+            return self.sum / self.count if self.count else math.nan
+        match = _PERCENTILE.match(stat)
+        if match:
+            return self.percentile(float(match.group(1)))
+        raise ValueError(f"unsupported statistic {stat!r}")
+
+
+def is_valid_statistic(stat: str) -> bool:
+    return stat in STATISTICS or stat in ("Min", "Max") or bool(_PERCENTILE.match(stat))
+
+
+class Series:
+    """One metric with one set of dimensions: its minutes, plus running totals for Prometheus."""
+
+    __slots__ = ("name", "dimensions", "minutes", "total_sum", "total_count", "last")
+
+    def __init__(self, name: str, dimensions: Dimensions) -> None:
+        self.name = name
+        self.dimensions = dimensions
+        self.minutes: dict[int, MinuteStats] = {}
+        self.total_sum = 0.0
+        self.total_count = 0
+        self.last = math.nan
+
+    def add(self, value: float, minute: int) -> None:
+        stats = self.minutes.get(minute)
+        if stats is None:
+            stats = self.minutes[minute] = MinuteStats()
+        # MinuteStats.add inlined: this runs a dozen times per request.
+        stats.sum += value
+        stats.count += 1
+        if value < stats.min:
+            stats.min = value
+        if value > stats.max:
+            stats.max = value
+        if value == 1.0:
+            key = 0  # log(1) = 0: counts and hit flags skip the logarithm.
+        elif value > 0:
+            key = int(math.log(value) * _INV_LOG_GAMMA)
+        else:
+            key = _ZERO_BUCKET
+        buckets = stats.buckets
+        buckets[key] = buckets.get(key, 0) + 1
+        self.total_sum += value
+        self.total_count += 1
+        self.last = value
+
+
+class InvocationSeries:
+    """The per-request series of one set of dimensions, looked up once and kept."""
+
+    __slots__ = ("invocations", "errors_4xx", "errors_5xx", "cache_hit", "latency", "overhead")
+
+    def __init__(self, registry: MetricsRegistry, dimensions: Dimensions) -> None:
+        self.invocations = registry.series("Invocations", dimensions)
+        self.errors_4xx = registry.series("Invocation4XXErrors", dimensions)
+        self.errors_5xx = registry.series("Invocation5XXErrors", dimensions)
+        self.cache_hit = registry.series("ModelCacheHit", dimensions)
+        self.latency = registry.series("ModelLatency", dimensions)
+        self.overhead = registry.series("OverheadLatency", dimensions)
+
+    def record(
+        self,
+        minute: int,
+        status_class: int,
+        cache_hit: bool | None,
+        model_us: float,
+        overhead_us: float,
+    ) -> None:
+        self.invocations.add(1.0, minute)
+        self.errors_4xx.add(1.0 if status_class == 4 else 0.0, minute)
+        self.errors_5xx.add(1.0 if status_class == 5 else 0.0, minute)
+        if cache_hit is not None:
+            self.cache_hit.add(1.0 if cache_hit else 0.0, minute)
+        if model_us:
+            self.latency.add(model_us, minute)
+            self.overhead.add(overhead_us, minute)
+
+
+def endpoint_dimensions(endpoint: str) -> Dimensions:
+    return (("EndpointName", endpoint), ("VariantName", VARIANT_NAME))
+
+
+def model_dimensions(endpoint: str, target_model: str) -> Dimensions:
+    # SageMaker reports per endpoint only; the target-model dimension is Berth's addition.
+    return (
+        ("EndpointName", endpoint),
+        ("TargetModel", target_model),
+        ("VariantName", VARIANT_NAME),
+    )
+
+
+def _normalize(dimensions: Iterable[tuple[str, str]]) -> Dimensions:
+    return tuple(sorted((str(k), str(v)) for k, v in dimensions))
+
+
+def _parse_time(value: Any) -> float:
+    """Seconds since the epoch from an ISO 8601 string, a datetime or a number."""
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        moment = datetime.fromisoformat(text)
+    else:
+        raise ValueError(f"not a time: {value!r}")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class MetricsError(ValueError):
+    """A metric query that cannot be answered as asked."""
+
+
+class MetricsRegistry:
+    """All series of one gateway, pruned to `window_minutes` of one-minute statistics."""
+
+    def __init__(self, window_minutes: int = 180) -> None:
+        self.window_minutes = max(1, int(window_minutes))
+        self._series: dict[tuple[str, Dimensions], Series] = {}
+        self._last_prune = 0
+
+    def series(self, name: str, dimensions: Dimensions) -> Series:
+        """The series for `name` and `dimensions` (created on first use); keep it to record fast."""
+        key = (name, _normalize(dimensions))
+        found = self._series.get(key)
+        if found is None:
+            found = self._series[key] = Series(name, key[1])
+        return found
+
+    def maybe_prune(self, minute: int) -> None:
+        if minute != self._last_prune:
+            self.prune(minute)
+
+    def record(
+        self, name: str, dimensions: Dimensions, value: float, now: float | None = None
+    ) -> None:
+        minute = int((time.time() if now is None else now) // 60)
+        self.series(name, dimensions).add(value, minute)
+        if minute != self._last_prune:
+            self.prune(minute)
+
+    def prune(self, minute: int | None = None) -> None:
+        minute = int(time.time() // 60) if minute is None else minute
+        self._last_prune = minute
+        oldest = minute - self.window_minutes
+        for series in self._series.values():
+            stale = [m for m in series.minutes if m < oldest]
+            for m in stale:
+                del series.minutes[m]
+
+    def all_series(self) -> list[Series]:
+        return list(self._series.values())
+
+    # -- GetMetricData --------------------------------------------------------------------
+
+    def statistic_values(
+        self,
+        name: str,
+        dimensions: Iterable[tuple[str, str]],
+        stat: str,
+        start: float,
+        end: float,
+        period: int = 60,
+    ) -> tuple[list[float], list[float]]:
+        """(timestamps, values) of `stat` per `period` seconds in [start, end), oldest first."""
+        if period < 60 or period % 60:
+            raise MetricsError("Period must be a multiple of 60 seconds")
+        if not is_valid_statistic(stat):
+            raise MetricsError(f"unsupported statistic {stat!r}")
+        series = self._series.get((name, _normalize(dimensions)))
+        if series is None:
+            return [], []
+        periods: dict[int, MinuteStats] = {}
+        for minute, stats in series.minutes.items():
+            moment = minute * 60
+            if moment < start or moment >= end:
+                continue
+            slot = int(moment // period) * period
+            merged = periods.get(slot)
+            if merged is None:
+                merged = periods[slot] = MinuteStats()
+            merged.merge(stats)
+        timestamps: list[float] = []
+        values: list[float] = []
+        for slot in sorted(periods):
+            value = periods[slot].statistic(stat)
+            if math.isnan(value):
+                continue
+            timestamps.append(float(slot))
+            values.append(value)
+        return timestamps, values
+
+    def get_metric_data(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Answer a GetMetricData request body with MetricDataResults."""
+        queries = body.get("MetricDataQueries")
+        if not isinstance(queries, list) or not queries:
+            raise MetricsError("MetricDataQueries must be a non-empty list")
+        now = time.time()
+        try:
+            end = _parse_time(body.get("EndTime", now))
+            start = _parse_time(body.get("StartTime", end - 3 * 3600))
+        except ValueError as exc:
+            raise MetricsError(str(exc)) from exc
+        descending = body.get("ScanBy", "TimestampDescending") != "TimestampAscending"
+        results = []
+        for query in queries:
+            if not isinstance(query, Mapping):
+                raise MetricsError("each MetricDataQuery must be an object")
+            query_id = str(query.get("Id", ""))
+            stat_block = query.get("MetricStat")
+            if not isinstance(stat_block, Mapping):
+                raise MetricsError(f"query {query_id!r}: only MetricStat queries are supported")
+            metric = stat_block.get("Metric") or {}
+            name = str(metric.get("MetricName", ""))
+            namespace = metric.get("Namespace")
+            dims = [(d.get("Name", ""), d.get("Value", "")) for d in metric.get("Dimensions", [])]
+            try:
+                period = int(stat_block.get("Period", 60))
+            except (TypeError, ValueError) as exc:
+                raise MetricsError(f"query {query_id!r}: Period must be an integer") from exc
+            stat = str(stat_block.get("Stat", "Average"))
+            info = METRICS.get(name)
+            if info is not None and namespace not in (None, info.namespace):
+                timestamps, values = [], []
+            else:
+                timestamps, values = self.statistic_values(name, dims, stat, start, end, period)
+            if descending:
+                timestamps.reverse()
+                values.reverse()
+            if query.get("ReturnData", True) is False:
+                continue
+            results.append(
+                {
+                    "Id": query_id,
+                    "Label": str(query.get("Label") or name),
+                    "Timestamps": [_iso(t) for t in timestamps],
+                    "Values": values,
+                    "StatusCode": "Complete",
+                }
+            )
+        return {"MetricDataResults": results, "Messages": []}
+
+    # -- Prometheus -----------------------------------------------------------------------
+
+    def prometheus_text(self, quantile_minutes: int = 5) -> str:
+        """Prometheus exposition text: cumulative counts and sums, recent quantiles, gauges."""
+        now_minute = int(time.time() // 60)
+        by_name: dict[str, list[Series]] = {}
+        for series in self._series.values():
+            by_name.setdefault(series.name, []).append(series)
+        lines: list[str] = []
+        for name in sorted(by_name):
+            info = METRICS.get(name, MetricInfo("", "None", "gauge", name))
+            base = "berth_" + _snake(name)
+            if info.unit == "Microseconds":
+                base += "_microseconds"
+            elif info.unit == "Percent":
+                base += "_percent"
+            if info.kind == "counter":
+                metric = base + "_total"
+                lines.append(f"# HELP {metric} {info.help}")
+                lines.append(f"# TYPE {metric} counter")
+                for series in by_name[name]:
+                    lines.append(f"{metric}{_labels(series.dimensions)} {_num(series.total_sum)}")
+            elif info.kind == "latency":
+                lines.append(f"# HELP {base} {info.help} Quantiles over the last minutes.")
+                lines.append(f"# TYPE {base} summary")
+                for series in by_name[name]:
+                    recent = MinuteStats()
+                    for minute, stats in series.minutes.items():
+                        if minute > now_minute - quantile_minutes:
+                            recent.merge(stats)
+                    for q in (0.5, 0.9, 0.99):
+                        if recent.count:
+                            value = recent.percentile(q * 100)
+                            labels = _labels(series.dimensions, quantile=str(q))
+                            lines.append(f"{base}{labels} {_num(value)}")
+                    labels = _labels(series.dimensions)
+                    lines.append(f"{base}_sum{labels} {_num(series.total_sum)}")
+                    lines.append(f"{base}_count{labels} {series.total_count}")
+            else:
+                lines.append(f"# HELP {base} {info.help}")
+                lines.append(f"# TYPE {base} gauge")
+                for series in by_name[name]:
+                    lines.append(f"{base}{_labels(series.dimensions)} {_num(series.last)}")
+        return "\n".join(lines) + "\n"
+
+
+_LABEL_NAMES = {"EndpointName": "endpoint", "VariantName": "variant", "TargetModel": "target_model"}
+
+
+def _snake(name: str) -> str:
+    name = name.replace("4XX", "_4xx").replace("5XX", "_5xx").replace("CPU", "Cpu")
+    name = name.replace("GPU", "Gpu")
+    return re.sub(r"(?<!^)(?<!_)([A-Z])", r"_\1", name).lower()
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(dimensions: Dimensions, **extra: str) -> str:
+    pairs = [(_LABEL_NAMES.get(k, _snake(k)), v) for k, v in dimensions]
+    pairs.extend(extra.items())
+    if not pairs:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}"
+
+
+def _num(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))

@@ -1,0 +1,550 @@
+"""The gateway's HTTP API: the SageMaker runtime's invocation route, admin and metrics.
+
+`POST /endpoints/{endpoint}/invocations` is the path botocore's `invoke_endpoint` posts to
+(the TargetModel parameter travels in `X-Amzn-SageMaker-Target-Model`), so a
+`boto3.client("sagemaker-runtime", endpoint_url=...)` works against this server unchanged.
+
+A request for a loaded model takes the fast path: it is written to a kept-alive Triton
+connection and answered from that connection's callback, with no task or future per
+request. Everything else (a miss, a Triton restart, no idle connection) runs the same
+logic as a coroutine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+from dataplane.errors import (
+    GatewayError,
+    error_class,
+    insufficient_memory,
+    is_out_of_memory,
+    model_error,
+    service_unavailable,
+    validation_error,
+)
+from dataplane.gateway import Endpoint, Gateway, LoadedModel
+from dataplane.httpserver import (
+    HttpConnection,
+    HttpRequest,
+    HttpResponse,
+    HttpServer,
+    Router,
+    json_response,
+)
+from dataplane.metrics import MetricsError
+from dataplane.stores import check_name, is_package_name
+from dataplane.supervisor import error_text
+from dataplane.upstream import UpstreamError, UpstreamPool, UpstreamResponse, _Connection
+
+log = logging.getLogger(__name__)
+
+TARGET_MODEL_HEADER = "X-Amzn-SageMaker-Target-Model"
+_TARGET_KEY = TARGET_MODEL_HEADER.lower()
+_VARIANT_HEADER = "X-Amzn-Invoked-Production-Variant"
+# Request headers Triton needs to read the body (binary tensor extension, compression).
+_FORWARDED = (
+    ("inference-header-content-length", "Inference-Header-Content-Length"),
+    ("content-encoding", "Content-Encoding"),
+)
+_RETURNED = (("inference-header-content-length", "Inference-Header-Content-Length"),)
+# How Triton's HTTP frontend words a body it cannot parse as a KServe v2 JSON request.
+_PARSE_FAILURES = ("failed to parse the request JSON buffer", "Unable to parse ")
+
+
+def error_response(error: GatewayError) -> HttpResponse:
+    return HttpResponse(error.status, error.body(), error.headers())
+
+
+def _too_large(length: int | None, limit: int) -> GatewayError:
+    size = f"{length} bytes" if length is not None else "the request body"
+    return validation_error(
+        f"Request payload too large: {size} exceeds the limit of {limit} bytes.",
+        status=413,
+        error_code="PayloadTooLarge",
+    )
+
+
+def _triton_error(response: UpstreamResponse, target: str) -> GatewayError:
+    reason = error_text(response)
+    if reason.startswith(_PARSE_FAILURES):
+        # Triton answers an unparsable body with 500; it is the client's mistake.
+        return validation_error(
+            f"The request body is not a valid KServe v2 inference request: {reason}",
+            error_code="MalformedRequest",
+        )
+    if response.status >= 500 and is_out_of_memory(reason):
+        return insufficient_memory(f"{target}: {reason}")
+    return model_error(response.status, reason, model_name=target)
+
+
+class InvocationHandler:
+    """`POST /endpoints/{endpoint}/invocations`: resolve, (load), proxy, record metrics."""
+
+    def __init__(self, gateway: Gateway, server: HttpServer) -> None:
+        self.gateway = gateway
+        self.server = server
+        self.supervisor = gateway.supervisor
+        self.metrics = gateway.metrics
+        self.infer_timeout = gateway.settings.infer_timeout
+        # Fast-path requests under way and their deadlines; one sweeper enforces them all,
+        # cheaper than a timer per request.
+        self._waiting: dict[_Connection, float] = {}
+        self._sweeper: asyncio.Future[None] | None = None
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.time()
+            for upstream, deadline in list(self._waiting.items()):
+                if deadline < now:
+                    upstream.timeout()
+
+    # -- fast path --------------------------------------------------------------------------
+
+    def __call__(self, connection: HttpConnection, request: HttpRequest) -> None:
+        started = time.perf_counter()
+        name = request.params["segment"]
+        endpoint = self.gateway.endpoints.get(name)
+        if endpoint is None:
+            error = validation_error(f"Endpoint {name} not found.", error_code="EndpointNotFound")
+            connection.respond(error.status, error.body(), error.headers())
+            return
+        try:
+            header = request.headers.get(_TARGET_KEY)
+            if not header:
+                raise validation_error(
+                    f"Endpoint {endpoint.name} is a multi-model endpoint: the request needs "
+                    f"the {TARGET_MODEL_HEADER} header.",
+                    error_code="MissingTargetModel",
+                )
+            target = endpoint.resolve(header)
+        except GatewayError as error:
+            self._answer_error(connection, endpoint, None, started, error, None)
+            return
+        headers = {"Content-Type": request.headers.get("content-type", "application/json")}
+        for key, name_out in _FORWARDED:
+            value = request.headers.get(key)
+            if value is not None:
+                headers[name_out] = value
+        supervisor = self.supervisor
+        model = endpoint.loaded.get(target)
+        pool = supervisor.pool
+        if model is not None and model.generation == supervisor.generation and pool is not None:
+            upstream = pool.acquire_idle()
+            if upstream is not None:
+                self._send(
+                    connection,
+                    endpoint,
+                    target,
+                    model,
+                    pool,
+                    upstream,
+                    request.body,
+                    headers,
+                    started,
+                )
+                return
+        self.server.spawn(
+            self._slow(connection, endpoint, target, request.body, headers, started, True)
+        )
+
+    def _send(
+        self,
+        connection: HttpConnection,
+        endpoint: Endpoint,
+        target: str,
+        model: LoadedModel,
+        pool: UpstreamPool,
+        upstream: _Connection,
+        body: bytes,
+        headers: dict[str, str],
+        started: float,
+    ) -> None:
+        model.in_flight += 1
+        model.last_used = now = time.time()
+        waiting = self._waiting
+        waiting[upstream] = now + self.infer_timeout
+        if self._sweeper is None:
+            self._sweeper = asyncio.ensure_future(self._sweep())
+        sent = time.perf_counter()
+
+        def answered(response: UpstreamResponse | None, error: UpstreamError | None) -> None:
+            waiting.pop(upstream, None)
+            model.in_flight -= 1
+            if response is None:
+                upstream.close()
+                if error is not None and not error.sent:
+                    self.server.spawn(
+                        self._slow(connection, endpoint, target, body, headers, started, False)
+                    )
+                    return
+                if error is not None and error.timed_out:
+                    failure = model_error(
+                        504,
+                        f"the model did not answer within {self.infer_timeout:.0f}s",
+                        model_name=target,
+                    )
+                else:
+                    failure = self._triton_gone(target, error)
+                self._answer_error(connection, endpoint, target, started, failure, True)
+                return
+            pool.release(upstream)
+            model_us = (time.perf_counter() - sent) * 1e6
+            model.invocations += 1
+            try:
+                self._answer(connection, endpoint, target, started, response, model_us, True)
+            except Exception as exc:  # Never leave the client without an answer.
+                log.exception("answering %s on %s failed", target, endpoint.name)
+                failure = GatewayError(500, "InternalFailure", f"internal error: {exc}")
+                connection.respond(failure.status, failure.body(), failure.headers())
+
+        upstream.request_with_callback(
+            pool.encode("POST", model.infer_path, body, headers), answered
+        )
+
+    def _answer(
+        self,
+        connection: HttpConnection,
+        endpoint: Endpoint,
+        target: str,
+        started: float,
+        response: UpstreamResponse,
+        model_us: float,
+        cache_hit: bool,
+    ) -> None:
+        if response.status != 200:
+            error = _triton_error(response, target)
+            self._answer_error(connection, endpoint, target, started, error, cache_hit)
+            return
+        out = {
+            "Content-Type": response.headers.get("content-type", "application/json"),
+            _VARIANT_HEADER: "AllTraffic",
+        }
+        for key, name_out in _RETURNED:
+            value = response.headers.get(key)
+            if value is not None:
+                out[name_out] = value
+        connection.respond(200, response.body, out)
+        self._record(endpoint, target, started, model_us, cache_hit, 2)
+
+    def _answer_error(
+        self,
+        connection: HttpConnection,
+        endpoint: Endpoint,
+        target: str | None,
+        started: float,
+        error: GatewayError,
+        cache_hit: bool | None,
+    ) -> None:
+        connection.respond(error.status, error.body(), error.headers())
+        self._record(endpoint, target, started, 0.0, cache_hit, error_class(error.status, error))
+
+    def _triton_gone(self, target: str, error: UpstreamError | None) -> GatewayError:
+        return service_unavailable(
+            f"Triton stopped while serving the request for {target}; it is being restarted. "
+            f"Retry the request. ({error})"
+        )
+
+    # -- slow path: misses, restarts, new connections ---------------------------------------
+
+    async def _slow(
+        self,
+        connection: HttpConnection,
+        endpoint: Endpoint,
+        target: str,
+        body: bytes,
+        headers: dict[str, str],
+        started: float,
+        may_retry: bool,
+    ) -> None:
+        gateway = self.gateway
+        supervisor = self.supervisor
+        cache_hit = True
+        try:
+            for attempt in range(2):
+                model = endpoint.loaded.get(target)
+                if model is None or model.generation != supervisor.generation:
+                    outcome = await gateway.ensure_loaded(endpoint, target)
+                    model = outcome.model
+                    cache_hit = cache_hit and outcome.cache_hit
+                model.in_flight += 1
+                model.last_used = time.time()
+                sent = time.perf_counter()
+                try:
+                    response = await supervisor.request(
+                        "POST", model.infer_path, body, headers, self.infer_timeout
+                    )
+                except UpstreamError as exc:
+                    if not exc.sent and (attempt == 0 or not may_retry):
+                        # Triton was not there to take the request: after its restart the
+                        # model is loaded again on demand and the request goes through.
+                        await supervisor.wait_ready(gateway.settings.load_timeout)
+                        cache_hit = False
+                        may_retry = True
+                        continue
+                    raise self._triton_gone(target, exc) from exc
+                except TimeoutError as exc:
+                    raise model_error(
+                        504,
+                        f"the model did not answer within {self.infer_timeout:.0f}s",
+                        model_name=target,
+                    ) from exc
+                finally:
+                    model.in_flight -= 1
+                model_us = (time.perf_counter() - sent) * 1e6
+                model.invocations += 1
+                self._answer(connection, endpoint, target, started, response, model_us, cache_hit)
+                return
+            raise service_unavailable(f"Triton is restarting; retry the request for {target}.")
+        except GatewayError as error:
+            self._answer_error(connection, endpoint, target, started, error, cache_hit)
+        except Exception as exc:
+            log.exception("invocation of %s on %s failed", target, endpoint.name)
+            error = GatewayError(500, "InternalFailure", f"internal error: {exc}")
+            self._answer_error(connection, endpoint, target, started, error, None)
+
+    def _record(
+        self,
+        endpoint: Endpoint,
+        target: str | None,
+        started: float,
+        model_us: float,
+        cache_hit: bool | None,
+        status_class: int,
+    ) -> None:
+        overhead_us = max((time.perf_counter() - started) * 1e6 - model_us, 0.0)
+        minute = int(time.time() // 60)
+        self.metrics.maybe_prune(minute)
+        for series in endpoint.invocation_series(self.metrics, target):
+            series.record(minute, status_class, cache_hit, model_us, overhead_us)
+
+
+# -- health, admin, metrics ---------------------------------------------------------------
+
+
+def _body_object(request: HttpRequest) -> dict[str, Any]:
+    try:
+        data = request.json()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise validation_error(f"the body is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise validation_error("the body must be a JSON object")
+    return data
+
+
+class AdminApi:
+    """Health, the admin API the portal uses, and metrics reads."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def _endpoint(self, request: HttpRequest) -> Endpoint:
+        return self.gateway.endpoint(request.params["endpoint"])
+
+    async def ping(self, request: HttpRequest) -> HttpResponse:
+        if self.gateway.supervisor.ready:
+            return json_response({"status": "Healthy"})
+        return json_response({"status": "Restarting"}, status=503)
+
+    async def status(self, request: HttpRequest) -> HttpResponse:
+        """The gateway's own state: its Triton process, restarts, whether a GPU is used."""
+        gateway = self.gateway
+        supervisor = gateway.supervisor
+        pool = supervisor.pool
+        return json_response(
+            {
+                "triton": {
+                    "pid": supervisor.pid,
+                    "http_url": f"http://{pool.host}:{pool.port}" if pool else None,
+                    "ready": supervisor.ready,
+                    "generation": supervisor.generation,
+                    "restarts": supervisor.restarts,
+                },
+                "gpu": gateway.gpu,
+                "endpoints": sorted(gateway.endpoints),
+            }
+        )
+
+    async def list_endpoints(self, request: HttpRequest) -> HttpResponse:
+        gateway = self.gateway
+        endpoints = [ep.as_json(gateway.gpu) for _, ep in sorted(gateway.endpoints.items())]
+        return json_response({"endpoints": endpoints})
+
+    async def put_endpoint(self, request: HttpRequest) -> HttpResponse:
+        data = _body_object(request)
+        store = data.get("store")
+        budget = data.get("memory_budget_bytes")
+        if store is not None and (not isinstance(store, str) or not store):
+            raise validation_error("store must be a folder or an s3:// URI")
+        if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool)):
+            raise validation_error("memory_budget_bytes must be an integer")
+        endpoint, created = await self.gateway.put_endpoint(
+            request.params["endpoint"], store=store, budget_bytes=budget
+        )
+        return json_response(endpoint.as_json(self.gateway.gpu), status=201 if created else 200)
+
+    async def list_models(self, request: HttpRequest) -> HttpResponse:
+        endpoint = self._endpoint(request)
+        models = sorted(endpoint.loaded.values(), key=lambda m: m.last_used, reverse=True)
+        return json_response(
+            {
+                "endpoint": endpoint.name,
+                "memory_budget_bytes": endpoint.budget_bytes,
+                "memory_used_bytes": endpoint.used_bytes(self.gateway.gpu),
+                "models": [m.as_json() for m in models],
+            }
+        )
+
+    async def load_model(self, request: HttpRequest) -> HttpResponse:
+        endpoint = self._endpoint(request)
+        target = endpoint.resolve(request.params["target_model"])
+        outcome = await self.gateway.ensure_loaded(endpoint, target)
+        return json_response(
+            {
+                "target_model": target,
+                "served_model": outcome.model.served_name,
+                "cache_hit": outcome.cache_hit,
+                "size_bytes": outcome.model.rss_bytes,
+                "gpu_bytes": outcome.model.gpu_bytes,
+                "loading_wait_time_us": round(outcome.wait_us),
+                "downloading_time_us": round(outcome.downloading_us),
+                "loading_time_us": round(outcome.loading_us),
+            }
+        )
+
+    async def unload_model(self, request: HttpRequest) -> HttpResponse:
+        endpoint = self._endpoint(request)
+        target = endpoint.resolve(request.params["target_model"])
+        unloading_us = await self.gateway.unload(endpoint, target)
+        if unloading_us is None:
+            raise validation_error(
+                f"{target} is not loaded on endpoint {endpoint.name}.",
+                status=404,
+                error_code="NotLoaded",
+            )
+        return json_response(
+            {"target_model": target, "unloaded": True, "unloading_time_us": round(unloading_us)}
+        )
+
+    async def list_aliases(self, request: HttpRequest) -> HttpResponse:
+        endpoint = self._endpoint(request)
+        return json_response({"endpoint": endpoint.name, "aliases": endpoint.aliases()})
+
+    async def put_alias(self, request: HttpRequest) -> HttpResponse:
+        endpoint = self._endpoint(request)
+        model = request.params["model"]
+        data = _body_object(request)
+        target = data.get("target_model")
+        if check_name(model) is not None or is_package_name(model):
+            raise validation_error(f"alias name {model!r} must be a model name, not a package")
+        if not isinstance(target, str) or check_name(target) or not is_package_name(target):
+            raise validation_error(
+                "target_model must be a package name such as <model>_<version>.tar.gz"
+            )
+        exists = await asyncio.to_thread(endpoint.store.exists, target)
+        if not exists:
+            raise validation_error(
+                f"{target} is not in the model store of endpoint {endpoint.name}.",
+                status=404,
+                error_code="ModelNotFound",
+            )
+        aliases = await asyncio.to_thread(endpoint.set_alias, model, target)
+        return json_response(
+            {"endpoint": endpoint.name, "model": model, "target_model": target, "aliases": aliases}
+        )
+
+    async def endpoint_metrics(self, request: HttpRequest) -> HttpResponse:
+        endpoint = self._endpoint(request)
+        query = request.query_params()
+        target = query.get("target_model")
+        dims = endpoint.model_dims(endpoint.resolve(target)) if target else endpoint.dimensions
+        body: dict[str, Any] = {
+            "MetricDataQueries": [
+                {
+                    "Id": "m1",
+                    "MetricStat": {
+                        "Metric": {
+                            "MetricName": query.get("metric", "Invocations"),
+                            "Dimensions": [{"Name": k, "Value": v} for k, v in dims],
+                        },
+                        "Period": query.get("period", "60"),
+                        "Stat": query.get("stat", "Sum"),
+                    },
+                }
+            ],
+            "ScanBy": query.get("scan_by", "TimestampAscending"),
+        }
+        if "start" in query:
+            body["StartTime"] = query["start"]
+        if "end" in query:
+            body["EndTime"] = query["end"]
+        return json_response(self.gateway.metrics.get_metric_data(body))
+
+    async def metric_data(self, request: HttpRequest) -> HttpResponse:
+        return json_response(self.gateway.metrics.get_metric_data(_body_object(request)))
+
+    async def prometheus(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponse(
+            200,
+            self.gateway.metrics.prometheus_text().encode(),
+            {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+
+def map_error(exc: Exception) -> HttpResponse | None:
+    if isinstance(exc, GatewayError):
+        return error_response(exc)
+    if isinstance(exc, MetricsError):
+        return error_response(validation_error(str(exc)))
+    return None
+
+
+def build_server(gateway: Gateway) -> HttpServer:
+    """The HTTP server with every route of the gateway."""
+    router = Router()
+    limit = gateway.settings.max_request_bytes
+    server = HttpServer(
+        router,
+        max_body=limit,
+        too_large=lambda length: error_response(_too_large(length, limit)),
+        error_mapper=map_error,
+    )
+    router.add_direct("POST", "/endpoints/", "/invocations", InvocationHandler(gateway, server))
+    admin = AdminApi(gateway)
+    router.add("GET", "/ping", admin.ping)
+    router.add("GET", "/admin/status", admin.status)
+    router.add("GET", "/admin/endpoints", admin.list_endpoints)
+    router.add("PUT", "/admin/endpoints/{endpoint}", admin.put_endpoint)
+    router.add("GET", "/admin/endpoints/{endpoint}/models", admin.list_models)
+    router.add("POST", "/admin/endpoints/{endpoint}/models/{target_model}/load", admin.load_model)
+    router.add(
+        "POST", "/admin/endpoints/{endpoint}/models/{target_model}/unload", admin.unload_model
+    )
+    router.add("GET", "/admin/endpoints/{endpoint}/aliases", admin.list_aliases)
+    router.add("PUT", "/admin/endpoints/{endpoint}/aliases/{model}", admin.put_alias)
+    router.add("GET", "/admin/endpoints/{endpoint}/metrics", admin.endpoint_metrics)
+    router.add("POST", "/admin/metric-data", admin.metric_data)
+    router.add("GET", "/metrics", admin.prometheus)
+    return server
+
+
+async def serve(gateway: Gateway, host: str, port: int) -> None:
+    """Start the gateway (and its Triton), serve until SIGINT/SIGTERM, then stop both."""
+    await gateway.start()
+    loop = asyncio.get_running_loop()
+    server = build_server(gateway)
+    listener = await loop.create_server(server.protocol, host, port, backlog=1024)
+    log.info("gateway listening on http://%s:%d", host, port)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        listener.close()
+        await gateway.stop()

@@ -1,0 +1,296 @@
+"""A real gateway process for tests and benchmarks: `python -m dataplane` on a free port.
+
+Packages come from `dataplane.examples` (Python models, failing models) packed the way the
+registry packs them: `<model>_<version>.tar.gz` with a `.sha256` sidecar.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from dataplane.archive import sha256_file
+from dataplane.examples import (
+    pack_repository,
+    write_failing_model_repository,
+    write_python_model_repository,
+)
+from dataplane.triton import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGET_HEADER = "X-Amzn-SageMaker-Target-Model"
+
+
+def publish(store: Path, package: str, repository: Path, *, sidecar: bool = True) -> Path:
+    """Pack `repository` as `store/package` (write then rename, as the portal does)."""
+    store.mkdir(parents=True, exist_ok=True)
+    tmp = store / f".partial-{package}"
+    pack_repository(repository, tmp)
+    final = store / package
+    os.replace(tmp, final)
+    if sidecar:
+        (store / f"{package}.sha256").write_text(f"{sha256_file(final)}  {package}\n")
+    return final
+
+
+def python_package(
+    store: Path,
+    model: str,
+    version: int | str,
+    *,
+    scale: float = 2.0,
+    ballast_bytes: int = 0,
+    sidecar: bool = True,
+) -> str:
+    """Publish `<model>_<version>.tar.gz`: a Python model answering OUTPUT = INPUT * scale."""
+    package = f"{model}_{version}.tar.gz"
+    with tempfile.TemporaryDirectory(prefix="berth-pkg-") as tmp:
+        repo = write_python_model_repository(
+            Path(tmp) / "repo", model, scale=scale, ballast_bytes=ballast_bytes
+        )
+        publish(store, package, repo, sidecar=sidecar)
+    return package
+
+
+def failing_package(store: Path, model: str, version: int | str, message: str) -> str:
+    """Publish a package whose model raises `message` in `initialize`."""
+    package = f"{model}_{version}.tar.gz"
+    with tempfile.TemporaryDirectory(prefix="berth-pkg-") as tmp:
+        repo = write_failing_model_repository(Path(tmp) / "repo", model, message=message)
+        publish(store, package, repo)
+    return package
+
+
+def infer_body(values: list[float], name: str = "INPUT") -> bytes:
+    """A KServe v2 JSON request with one FP32 [1, 4] tensor."""
+    return json.dumps(
+        {"inputs": [{"name": name, "datatype": "FP32", "shape": [1, len(values)], "data": values}]}
+    ).encode()
+
+
+class GatewayProcess:
+    """`python -m dataplane` in a subprocess, with its own state folder and store root."""
+
+    def __init__(
+        self,
+        root: Path,
+        endpoints: list[str],
+        *,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.store_root = self.root / "stores"
+        self.state_dir = self.root / "state"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.endpoints = endpoints
+        self.extra_args = extra_args or []
+        self.env = env or {}
+        self.log_path = self.root / "gateway.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def store(self, endpoint: str) -> Path:
+        return self.store_root / endpoint
+
+    def start(self, timeout: float = 120.0) -> GatewayProcess:
+        self.store_root.mkdir(parents=True, exist_ok=True)
+        args = [
+            sys.executable,
+            "-m",
+            "dataplane",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--store-root",
+            str(self.store_root),
+            "--state-dir",
+            str(self.state_dir),
+            *[arg for ep in self.endpoints for arg in ("--endpoint", ep)],
+            *self.extra_args,
+        ]
+        env = {**os.environ, **self.env}
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited at start:\n{self.log_tail()}")
+            try:
+                if self.get("/ping")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gateway not ready after {timeout}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def __enter__(self) -> GatewayProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def log_tail(self, max_bytes: int = 6000) -> str:
+        try:
+            return self.log_path.read_bytes()[-max_bytes:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def triton_log(self) -> str:
+        return (self.state_dir / "triton.log").read_text(encoding="utf-8", errors="replace")
+
+    def triton_loads(self, served_prefix: str) -> int:
+        """How many times Triton started loading a model whose name begins with the prefix."""
+        pattern = re.compile(r'\] "?loading: ' + re.escape(served_prefix) + r"[^:\s]*:\d+")
+        return len(pattern.findall(self.triton_log()))
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 300.0,
+    ) -> tuple[int, dict[str, str], bytes]:
+        request = urllib.request.Request(
+            self.url + path, data=body, method=method, headers=headers or {}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+    def get(self, path: str) -> tuple[int, Any]:
+        status, _, body = self.request("GET", path, timeout=30)
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body.decode()
+
+    def send_json(self, method: str, path: str, data: Any) -> tuple[int, Any]:
+        status, _, body = self.request(
+            method, path, json.dumps(data).encode(), {"Content-Type": "application/json"}
+        )
+        return status, json.loads(body)
+
+    def invoke(
+        self, endpoint: str, target: str | None, body: bytes, **headers: str
+    ) -> tuple[int, dict[str, str], Any]:
+        all_headers = {"Content-Type": "application/json", **headers}
+        if target is not None:
+            all_headers[TARGET_HEADER] = target
+        status, response_headers, payload = self.request(
+            "POST", f"/endpoints/{endpoint}/invocations", body, all_headers
+        )
+        try:
+            data: Any = json.loads(payload)
+        except ValueError:
+            data = payload
+        return status, response_headers, data
+
+    def status(self) -> dict[str, Any]:
+        return self.get("/admin/status")[1]
+
+    def loaded(self, endpoint: str) -> list[str]:
+        return [
+            m["target_model"] for m in self.get(f"/admin/endpoints/{endpoint}/models")[1]["models"]
+        ]
+
+    def metric(
+        self,
+        endpoint: str,
+        metric: str,
+        stat: str,
+        target_model: str | None = None,
+    ) -> float | None:
+        """The statistic over the last hours as one value (one day-long period), None if no data."""
+        now = time.time()
+        dims = [
+            {"Name": "EndpointName", "Value": endpoint},
+            {"Name": "VariantName", "Value": "AllTraffic"},
+        ]
+        if target_model:
+            dims.append({"Name": "TargetModel", "Value": target_model})
+        status, data = self.send_json(
+            "POST",
+            "/admin/metric-data",
+            {
+                "MetricDataQueries": [
+                    {
+                        "Id": "q",
+                        "MetricStat": {
+                            "Metric": {
+                                "Namespace": "AWS/SageMaker",
+                                "MetricName": metric,
+                                "Dimensions": dims,
+                            },
+                            "Period": 86400,
+                            "Stat": stat,
+                        },
+                    }
+                ],
+                "StartTime": now - 86400,
+                "EndTime": now + 60,
+            },
+        )
+        assert status == 200, data
+        values = data["MetricDataResults"][0]["Values"]
+        if not values:
+            return None
+        if stat in ("Sum", "SampleCount"):
+            return float(sum(values))
+        return float(values[0])
+
+
+_shared: GatewayProcess | None = None
+
+SHARED_ENDPOINTS = ["main:4GiB", "small:1GiB", "aliased:1GiB"]
+
+
+def shared_gateway() -> GatewayProcess:
+    """One gateway for the test session (several test modules use it); stopped at exit."""
+    global _shared
+    if _shared is None:
+        root = Path(tempfile.mkdtemp(prefix="berth-gateway-test-"))
+        _shared = GatewayProcess(
+            root, SHARED_ENDPOINTS, extra_args=["--max-request-bytes", "1MiB"]
+        ).start()
+        atexit.register(_stop_shared, _shared)
+    return _shared
+
+
+def _stop_shared(gateway: GatewayProcess) -> None:
+    gateway.stop()
+    shutil.rmtree(gateway.root, ignore_errors=True)
