@@ -5,8 +5,16 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 
-from .choices import ArtifactSource, TestKind, TestOutcome, VersionStatus
+from .choices import (
+    IN_PROGRESS_STATUSES,
+    STATUS_BADGE,
+    ArtifactSource,
+    TestKind,
+    TestOutcome,
+    VersionStatus,
+)
 
 # Triton model names become folder names and SageMaker target model names
 # (`<model>_<version>.tar.gz`): keep them to a safe alphabet.
@@ -46,9 +54,12 @@ class ModelVersion(models.Model):
     model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="versions")
     version = models.PositiveIntegerField(help_text="Assigned in order per model, from 1.")
     status = models.CharField(
-        max_length=16, choices=VersionStatus.choices, default=VersionStatus.REGISTERED, db_index=True
+        max_length=16,
+        choices=VersionStatus.choices,
+        default=VersionStatus.REGISTERED,
+        db_index=True,
     )
-    status_changed_at = models.DateTimeField(auto_now_add=True)
+    status_changed_at = models.DateTimeField(default=timezone.now)
     description = models.TextField(blank=True)
 
     # Artifact: the uploaded archive (kept in the artifact store) or the URI it came from.
@@ -56,7 +67,9 @@ class ModelVersion(models.Model):
     artifact_uri = models.CharField(
         max_length=1024, help_text="Where the registered archive or repository is stored."
     )
-    source_uri = models.CharField(max_length=1024, blank=True, help_text="URI given at registration.")
+    source_uri = models.CharField(
+        max_length=1024, blank=True, help_text="URI given at registration."
+    )
     content_sha256 = models.CharField(max_length=64, db_index=True)
     size_bytes = models.BigIntegerField()
 
@@ -64,10 +77,18 @@ class ModelVersion(models.Model):
     source_repository = models.CharField(max_length=512, blank=True)
     source_commit = models.CharField(max_length=64, blank=True, db_index=True)
     dataset_uri = models.CharField(max_length=1024, blank=True)
-    dataset_version = models.CharField(max_length=128, blank=True, help_text="Version or content hash.")
-    training_job = models.CharField(max_length=1024, blank=True, help_text="Training job id or URL.")
+    dataset_version = models.CharField(
+        max_length=128, blank=True, help_text="Version or content hash."
+    )
+    training_job = models.CharField(
+        max_length=1024, blank=True, help_text="Training job id or URL."
+    )
     parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children",
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="children",
         help_text="The version this one was fine-tuned from.",
     )
     metrics = models.JSONField(default=dict, blank=True)
@@ -81,11 +102,18 @@ class ModelVersion(models.Model):
     # What validation found and what the repository holds.
     problems = models.JSONField(default=list, blank=True)
     repository_summary = models.JSONField(
-        default=dict, blank=True, help_text="Models, platforms and ensemble steps found by validation."
+        default=dict,
+        blank=True,
+        help_text="Models, platforms and ensemble steps found by validation.",
     )
     test_cases = models.JSONField(default=list, blank=True)
     progress_log = models.JSONField(default=list, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="Attempts at the current pipeline step (reset when a step ends)."
+    )
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last sign of life from the worker running a step."
+    )
 
     # The package: `<model>_<version>.tar.gz` for SageMaker multi-model endpoints.
     package_uri = models.CharField(max_length=1024, blank=True)
@@ -97,7 +125,12 @@ class ModelVersion(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["model", "version"], name="unique_model_version"),
         ]
-        indexes = [models.Index(fields=["model", "-version"])]
+        indexes = [
+            models.Index(fields=["model", "-version"]),
+            models.Index(fields=["model", "content_sha256"]),
+            # The API's list of all versions, newest first.
+            models.Index(fields=["-registered_at", "-id"], name="registry_version_newest"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.model.name} v{self.version}"
@@ -108,6 +141,18 @@ class ModelVersion(models.Model):
         )
 
     @property
+    def in_progress(self) -> bool:
+        return self.status in IN_PROGRESS_STATUSES
+
+    @property
+    def status_badge(self) -> str:
+        return STATUS_BADGE.get(self.status, "")
+
+    @property
+    def is_packaged(self) -> bool:
+        return self.status == VersionStatus.PACKAGED and bool(self.package_uri)
+
+    @property
     def package_name(self) -> str:
         """The SageMaker target model name of this version's package."""
         return f"{self.model.name}_{self.version}.tar.gz"
@@ -115,6 +160,9 @@ class ModelVersion(models.Model):
 
 class TestResult(models.Model):
     """The outcome of one test case (or the smoke inference) run against a version on Triton."""
+
+    # Not a pytest test class, whatever its name says.
+    __test__ = False
 
     version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="test_results")
     name = models.CharField(max_length=200)

@@ -1,0 +1,14 @@
+"""The model registry's pipeline: when a step counts as stuck, how often it is tried, and how
+the test step runs Triton."""
+
+from .env import env_bool, env_int
+
+# A step with no sign of life (state change or progress line) for this long is requeued by
+# the beat task registry.tasks.version_requeue_stuck.
+BERTH_VERSION_STUCK_SECONDS = env_int("BERTH_VERSION_STUCK_SECONDS", 900)
+# Attempts per step before the version is given up with a problem saying why.
+BERTH_VERSION_MAX_ATTEMPTS = env_int("BERTH_VERSION_MAX_ATTEMPTS", 3)
+BERTH_TRITON_START_TIMEOUT = env_int("BERTH_TRITON_START_TIMEOUT", 120)
+BERTH_TRITON_LOAD_TIMEOUT = env_int("BERTH_TRITON_LOAD_TIMEOUT", 300)
+# Run the test step's Python models as KIND_GPU (on a machine with a GPU).
+BERTH_TRITON_GPU = env_bool("BERTH_TRITON_GPU", False)

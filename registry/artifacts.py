@@ -1,0 +1,280 @@
+"""Bringing a version's artifact in: an uploaded archive, an S3 object or a local path the
+server may read, staged as one local archive file with its sha256 and size.
+
+Staging happens before any row is written, so a refused request leaves nothing behind but the
+staged file, which the caller removes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+
+from portal.errors import ServiceError
+
+from .packaging import PackagingError, build_tar_gz
+from .storage import s3_object_size, split_s3_uri
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+CHUNK = 1024 * 1024
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    default_code = "too_large"
+
+
+@dataclass
+class StagedArtifact:
+    path: Path
+    sha256: str
+    size_bytes: int
+    suffix: str
+    source_uri: str = ""
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def upload_dir() -> Path:
+    path = Path(settings.BERTH_UPLOAD_DIR)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def max_upload_bytes() -> int:
+    return int(settings.BERTH_UPLOAD_MAX_BYTES)
+
+
+def check_request_size(request, *, field: str = "archive") -> None:
+    """Refuse an upload by its declared length, before Django reads the body to disk."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return
+    # Multipart framing and the other fields come on top of the archive itself.
+    limit = max_upload_bytes()
+    if length > limit + 1024 * 1024:
+        raise PayloadTooLarge(
+            f"The archive is larger than the {limit} byte upload limit.", field=field
+        )
+
+
+def _sniff(path: Path) -> str | None:
+    """The archive kind from its first bytes: '.tar.gz', '.zip', '.tar' or None."""
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if head.startswith(b"\x1f\x8b"):
+        return ".tar.gz"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return ".zip"
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return ".tar"
+    return None
+
+
+def _suffix_of(name: str) -> str | None:
+    lowered = name.lower()
+    for suffix in ARCHIVE_SUFFIXES:
+        if lowered.endswith(suffix):
+            return ".tar.gz" if suffix == ".tgz" else suffix
+    return None
+
+
+def _copy_limited(source: IO[bytes], dest: Path, *, field: str, limit: int) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(dest, "wb") as out:
+        while True:
+            chunk = source.read(CHUNK)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(
+                    f"The archive is larger than the {limit} byte upload limit.", field=field
+                )
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest(), size
+
+
+def _staging_path() -> Path:
+    return upload_dir() / f"staged-{uuid.uuid4().hex}"
+
+
+def _finish(
+    path: Path, *, name: str, field: str, sha256: str, size: int, source_uri: str
+) -> StagedArtifact:
+    if size == 0:
+        raise ServiceError("The archive is empty.", field=field)
+    by_name = _suffix_of(name)
+    by_content = _sniff(path)
+    if by_content is None:
+        raise ServiceError(
+            "Not a .tar.gz, .tgz, .tar or .zip archive (its first bytes say otherwise).",
+            field=field,
+        )
+    if by_name is not None and by_name != by_content:
+        raise ServiceError(
+            f"The file is named like a {by_name} archive but holds a {by_content} archive.",
+            field=field,
+        )
+    return StagedArtifact(path, sha256, size, by_content, source_uri)
+
+
+def stage_upload(archive: UploadedFile | Path) -> StagedArtifact:
+    """Copy an uploaded archive (or a local archive file given by the caller) to staging."""
+    field = "archive"
+    limit = max_upload_bytes()
+    declared = getattr(archive, "size", None)
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(
+            f"The archive is larger than the {limit} byte upload limit.", field=field
+        )
+    path = _staging_path()
+    try:
+        if isinstance(archive, str | os.PathLike):
+            name = os.fspath(archive)
+            with open(archive, "rb") as source:
+                sha256, size = _copy_limited(source, path, field=field, limit=limit)
+        else:
+            name = archive.name or ""
+            archive.seek(0)
+            sha256, size = _copy_limited(archive, path, field=field, limit=limit)
+        return _finish(path, name=name, field=field, sha256=sha256, size=size, source_uri="")
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def allowed_source_dirs() -> list[Path]:
+    return [Path(p).resolve() for p in settings.BERTH_ALLOWED_SOURCE_DIRS if p]
+
+
+def stage_uri(uri: str) -> StagedArtifact:
+    """Fetch the archive or repository `uri` names to staging."""
+    uri = (uri or "").strip()
+    if not uri:
+        raise ServiceError(
+            "Give the URI of an archive (s3://bucket/key or a local path).", field="uri"
+        )
+    if uri.startswith("s3://"):
+        return _stage_s3(uri)
+    if "://" in uri and not uri.startswith("file://"):
+        raise ServiceError("Only s3:// URIs and local paths are supported.", field="uri")
+    return _stage_local(uri.removeprefix("file://"))
+
+
+def _stage_s3(uri: str) -> StagedArtifact:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from portal import aws
+
+    try:
+        bucket, key = split_s3_uri(uri)
+    except ValueError as exc:
+        raise ServiceError(str(exc), field="uri") from exc
+    if not key or key.endswith("/"):
+        raise ServiceError("The S3 URI must name an archive object, not a prefix.", field="uri")
+    limit = max_upload_bytes()
+    try:
+        size = s3_object_size(uri)
+    except (BotoCoreError, ClientError) as exc:
+        raise ServiceError(f"Cannot read {uri}: {exc}", field="uri") from exc
+    if size is None:
+        raise ServiceError(f"No such S3 object: {uri}", field="uri")
+    if size > limit:
+        raise PayloadTooLarge(f"{uri} is larger than the {limit} byte upload limit.", field="uri")
+    path = _staging_path()
+    try:
+        body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
+        sha256, size = _copy_limited(body, path, field="uri", limit=limit)
+        return _finish(path, name=key, field="uri", sha256=sha256, size=size, source_uri=uri)
+    except (BotoCoreError, ClientError) as exc:
+        path.unlink(missing_ok=True)
+        raise ServiceError(f"Cannot read {uri}: {exc}", field="uri") from exc
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _stage_local(raw_path: str) -> StagedArtifact:
+    given = Path(raw_path)
+    if not given.is_absolute():
+        raise ServiceError("A local path must be absolute.", field="uri")
+    allowed = allowed_source_dirs()
+    # Resolve links first: a link inside an allowed folder must not lead out of it.
+    resolved = given.resolve()
+    if not any(resolved == root or resolved.is_relative_to(root) for root in allowed):
+        raise ServiceError(
+            "The server may not read this path: local paths must lie under "
+            + (
+                ", ".join(str(p) for p in allowed)
+                if allowed
+                else "a folder the administrator allows (BERTH_ALLOWED_SOURCE_DIRS; none is set)"
+            )
+            + ".",
+            field="uri",
+        )
+    if not resolved.exists():
+        raise ServiceError(f"No such file or folder: {given}", field="uri")
+    limit = max_upload_bytes()
+    if resolved.is_dir():
+        # A repository folder: archive it deterministically, so registering the same folder
+        # twice gives the same sha256.
+        path = _staging_path()
+        limits = settings.BERTH_ARCHIVE_LIMITS
+        try:
+            built = build_tar_gz(
+                resolved,
+                path,
+                max_files=limits["max_files"],
+                max_total_bytes=min(limits["max_total_bytes"], limit),
+            )
+        except PackagingError as exc:
+            path.unlink(missing_ok=True)
+            raise ServiceError(f"Cannot archive {given}: {exc.message}", field="uri") from exc
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        if built.size_bytes > limit:
+            path.unlink(missing_ok=True)
+            raise PayloadTooLarge(
+                f"{given} is larger than the {limit} byte upload limit.", field="uri"
+            )
+        return StagedArtifact(path, built.sha256, built.size_bytes, ".tar.gz", str(given))
+    if not resolved.is_file():
+        raise ServiceError(f"{given} is neither a file nor a folder.", field="uri")
+    if resolved.stat().st_size > limit:
+        raise PayloadTooLarge(f"{given} is larger than the {limit} byte upload limit.", field="uri")
+    path = _staging_path()
+    try:
+        with open(resolved, "rb") as source:
+            sha256, size = _copy_limited(source, path, field="uri", limit=limit)
+        return _finish(
+            path, name=resolved.name, field="uri", sha256=sha256, size=size, source_uri=str(given)
+        )
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A fresh folder under BERTH_SCRATCH_DIR; the caller removes it with shutil.rmtree."""
+    base = Path(settings.BERTH_SCRATCH_DIR)
+    base.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,160 @@
+"""The artifact store: where registered archives and built packages live.
+
+A local folder by default; S3 when `BERTH_ARTIFACT_STORE` is `s3://bucket/prefix`. Both answer
+the same four calls. A local URI is an absolute path; an S3 URI is `s3://bucket/key`. `fetch`
+reads either kind whatever the configured store is, so versions registered before a change of
+store stay readable.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+from django.conf import settings
+
+from portal import aws
+
+
+class ArtifactStore(Protocol):
+    def put(self, local_path: Path, key: str) -> str: ...
+
+    def fetch(self, uri: str, dest: Path) -> Path: ...
+
+    def exists(self, uri: str) -> bool: ...
+
+    def delete(self, uri: str) -> None: ...
+
+
+def _check_key(key: str) -> str:
+    parts = key.strip("/").split("/")
+    if not key or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"Invalid artifact key: {key!r}")
+    return "/".join(parts)
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise ValueError(f"Not an S3 URI: {uri!r}")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+class LocalArtifactStore:
+    """Artifacts in a folder on this machine (shared with workers on the same host or volume)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+
+    def __repr__(self) -> str:
+        return f"LocalArtifactStore({str(self.root)!r})"
+
+    def path_for(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def put(self, local_path: Path, key: str) -> str:
+        target = self.path_for(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Write next to the target, then rename: a reader never sees half a file.
+        fd, tmp = tempfile.mkstemp(prefix=".put-", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as out, open(local_path, "rb") as src:
+                shutil.copyfileobj(src, out, 1024 * 1024)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return str(target)
+
+    def fetch(self, uri: str, dest: Path) -> Path:
+        return fetch_uri(uri, dest)
+
+    def exists(self, uri: str) -> bool:
+        if uri.startswith("s3://"):
+            return S3ArtifactStore.from_uri(uri).exists(uri)
+        return Path(uri).is_file()
+
+    def delete(self, uri: str) -> None:
+        if uri.startswith("s3://"):
+            S3ArtifactStore.from_uri(uri).delete(uri)
+            return
+        path = Path(uri).resolve()
+        # Only ever delete inside our own folder.
+        if path.is_relative_to(self.root):
+            path.unlink(missing_ok=True)
+
+
+class S3ArtifactStore:
+    """Artifacts under `s3://bucket/prefix/` (the layout SageMaker multi-model endpoints read)."""
+
+    def __init__(self, bucket: str, prefix: str = ""):
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+
+    def __repr__(self) -> str:
+        return f"S3ArtifactStore('s3://{self.bucket}/{self.prefix}')"
+
+    @classmethod
+    def from_uri(cls, uri: str) -> S3ArtifactStore:
+        bucket, prefix = split_s3_uri(uri)
+        return cls(bucket, prefix)
+
+    def uri_for(self, key: str) -> str:
+        key = _check_key(key)
+        full = f"{self.prefix}/{key}" if self.prefix else key
+        return f"s3://{self.bucket}/{full}"
+
+    def put(self, local_path: Path, key: str) -> str:
+        uri = self.uri_for(key)
+        bucket, object_key = split_s3_uri(uri)
+        aws.client("s3").upload_file(str(local_path), bucket, object_key)
+        return uri
+
+    def fetch(self, uri: str, dest: Path) -> Path:
+        return fetch_uri(uri, dest)
+
+    def exists(self, uri: str) -> bool:
+        return s3_object_size(uri) is not None
+
+    def delete(self, uri: str) -> None:
+        bucket, key = split_s3_uri(uri)
+        aws.client("s3").delete_object(Bucket=bucket, Key=key)
+
+
+def s3_object_size(uri: str) -> int | None:
+    """The size of an S3 object, or None when there is no such object."""
+    from botocore.exceptions import ClientError
+
+    bucket, key = split_s3_uri(uri)
+    try:
+        head = aws.client("s3").head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound", "403"}:
+            return None
+        raise
+    return int(head["ContentLength"])
+
+
+def fetch_uri(uri: str, dest: Path) -> Path:
+    """Copy the artifact at `uri` (an S3 URI or a local path) to the file `dest`."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if uri.startswith("s3://"):
+        bucket, key = split_s3_uri(uri)
+        aws.client("s3").download_file(bucket, key, str(dest))
+    else:
+        shutil.copyfile(uri, dest)
+    return dest
+
+
+def artifact_store() -> ArtifactStore:
+    """The store configured by `BERTH_ARTIFACT_STORE`."""
+    configured = str(settings.BERTH_ARTIFACT_STORE)
+    if configured.startswith("s3://"):
+        return S3ArtifactStore.from_uri(configured)
+    return LocalArtifactStore(Path(configured))

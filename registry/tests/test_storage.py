@@ -1,0 +1,143 @@
+"""The artifact store: local folder and S3 (moto), and registration from s3:// URIs."""
+
+import hashlib
+from pathlib import Path
+
+import boto3
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from moto import mock_aws
+
+from portal import aws
+from portal.errors import ServiceError
+from registry import services
+from registry.choices import VersionStatus
+from registry.models import ModelVersion
+from registry.packaging import build_tar_gz
+from registry.storage import LocalArtifactStore, S3ArtifactStore, artifact_store
+
+
+@pytest.fixture
+def s3(monkeypatch, settings):
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(key, "testing")
+    settings.AWS_REGION = "us-east-1"
+    settings.AWS_ENDPOINT_URL = ""
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="berth-artifacts")
+        client.create_bucket(Bucket="ci-uploads")
+        yield client
+
+
+def test_local_store_put_fetch_exists_delete(tmp_path):
+    store = LocalArtifactStore(tmp_path / "store")
+    source = tmp_path / "a.bin"
+    source.write_bytes(b"payload")
+    uri = store.put(source, "iris/1/source.tar.gz")
+    assert Path(uri) == (tmp_path / "store" / "iris" / "1" / "source.tar.gz").resolve()
+    assert store.exists(uri)
+    assert store.fetch(uri, tmp_path / "copy").read_bytes() == b"payload"
+    store.delete(uri)
+    assert not store.exists(uri)
+    with pytest.raises(ValueError):
+        store.put(source, "../escape")
+    # Deleting never reaches outside the store.
+    store.delete(str(source))
+    assert source.exists()
+
+
+def test_s3_store_put_fetch_exists_delete(s3, tmp_path, settings):
+    settings.BERTH_ARTIFACT_STORE = "s3://berth-artifacts/registry"
+    store = artifact_store()
+    assert isinstance(store, S3ArtifactStore)
+    source = tmp_path / "a.bin"
+    source.write_bytes(b"payload")
+    uri = store.put(source, "iris/1/iris_1.tar.gz")
+    assert uri == "s3://berth-artifacts/registry/iris/1/iris_1.tar.gz"
+    assert (
+        s3.get_object(Bucket="berth-artifacts", Key="registry/iris/1/iris_1.tar.gz")["Body"].read()
+        == b"payload"
+    )
+    assert store.exists(uri)
+    assert store.fetch(uri, tmp_path / "copy").read_bytes() == b"payload"
+    store.delete(uri)
+    assert not store.exists(uri)
+
+
+def test_aws_client_honours_region_and_endpoint(settings):
+    settings.AWS_REGION = "eu-west-1"
+    settings.AWS_ENDPOINT_URL = "http://127.0.0.1:9999"
+    client = aws.client("s3")
+    assert client.meta.region_name == "eu-west-1"
+    assert client.meta.endpoint_url == "http://127.0.0.1:9999"
+
+
+@pytest.mark.django_db
+def test_register_from_s3_into_an_s3_store(s3, tmp_path, settings, user, model, demo_tar):
+    settings.BERTH_ARTIFACT_STORE = "s3://berth-artifacts/registry"
+    s3.upload_file(str(demo_tar), "ci-uploads", "builds/demo.tar.gz")
+    version = services.version_register(
+        actor=user, model=model, uri="s3://ci-uploads/builds/demo.tar.gz", lineage={}
+    )
+    assert version.artifact_uri.startswith("s3://berth-artifacts/registry/iris/1/source-")
+    assert version.artifact_uri.endswith(".tar.gz")
+    assert version.content_sha256 == hashlib.sha256(demo_tar.read_bytes()).hexdigest()
+    assert version.source_uri == "s3://ci-uploads/builds/demo.tar.gz"
+    # The validation step reads it back from S3.
+    services.version_validate(version_id=version.pk)
+    version.refresh_from_db()
+    assert version.status == VersionStatus.VALIDATED
+    # Packaging writes `<model>_<version>.tar.gz` to S3 (testing on Triton is covered elsewhere).
+    ModelVersion.objects.filter(pk=version.pk).update(status=VersionStatus.TESTED)
+    services.version_package(version_id=version.pk)
+    version.refresh_from_db()
+    assert version.status == VersionStatus.PACKAGED
+    assert version.package_uri == "s3://berth-artifacts/registry/iris/1/iris_1.tar.gz"
+    body = s3.get_object(Bucket="berth-artifacts", Key="registry/iris/1/iris_1.tar.gz")[
+        "Body"
+    ].read()
+    assert hashlib.sha256(body).hexdigest() == version.package_sha256
+    assert len(body) == version.package_size_bytes
+    with pytest.raises(ServiceError) as error:
+        services.version_register(
+            actor=user, model=model, uri="s3://ci-uploads/missing.tar.gz", lineage={}
+        )
+    assert error.value.field == "uri" and "No such S3 object" in error.value.message
+    with pytest.raises(ServiceError) as error:
+        services.version_register(
+            actor=user, model=model, uri="s3://ci-uploads/builds/", lineage={}
+        )
+    assert error.value.field == "uri"
+
+
+@pytest.mark.django_db
+def test_failed_registration_removes_the_s3_object(
+    s3, settings, user, model, demo_tar, monkeypatch
+):
+    settings.BERTH_ARTIFACT_STORE = "s3://berth-artifacts/registry"
+
+    def fail(**kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(services, "audit_record", fail)
+    with pytest.raises(RuntimeError):
+        services.version_register(
+            actor=user,
+            model=model,
+            archive=SimpleUploadedFile("d.tar.gz", demo_tar.read_bytes()),
+            lineage={},
+        )
+    assert s3.list_objects_v2(Bucket="berth-artifacts").get("KeyCount", 0) == 0
+    assert not ModelVersion.objects.exists()
+
+
+def test_deterministic_package_bytes(tmp_path):
+    from dataplane.examples import write_demo_repository
+
+    repo = write_demo_repository(tmp_path / "repo")
+    first = build_tar_gz(repo, tmp_path / "one.tar.gz")
+    (repo / "demo_ensemble" / "config.pbtxt").touch()  # a new mtime changes nothing
+    second = build_tar_gz(repo, tmp_path / "two.tar.gz")
+    assert first.sha256 == second.sha256
+    assert first.path.read_bytes() == second.path.read_bytes()

@@ -1,0 +1,221 @@
+"""Browser pages of the registry."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from portal.errors import NotFound, ServiceError
+
+from . import selectors, services
+from .artifacts import check_request_size
+from .choices import VersionStatus
+from .filtersets import ModelVersionFilterSet, RegisteredModelFilterSet
+from .forms import ModelCreateForm, VersionUploadForm, add_service_error
+
+PAGE_SIZE = 25
+
+
+def _page(request, queryset, per_page: int = PAGE_SIZE):
+    return Paginator(queryset, per_page).get_page(request.GET.get("page"))
+
+
+def _querystring_without_page(request) -> str:
+    params = request.GET.copy()
+    params.pop("page", None)
+    return params.urlencode()
+
+
+def _get_or_404(fn, **kwargs):
+    try:
+        return fn(**kwargs)
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+
+
+@login_required
+def model_list(request):
+    form = ModelCreateForm(request.POST) if request.method == "POST" else ModelCreateForm()
+    if request.method == "POST" and form.is_valid():
+        try:
+            model = services.model_create(
+                actor=request.user,
+                name=form.cleaned_data["name"],
+                description=form.cleaned_data["description"],
+                tags=form.cleaned_data["tags"],
+                source="browser",
+            )
+        except ServiceError as exc:
+            add_service_error(form, exc)
+        else:
+            messages.success(request, f"Model {model.name} created. Upload its first version.")
+            return redirect("registry:version-upload", name=model.name)
+    filterset = RegisteredModelFilterSet(request.GET or None, queryset=selectors.model_list())
+    return render(
+        request,
+        "registry/model_list.html",
+        {
+            "nav_section": "registry",
+            "filterset": filterset,
+            "page": _page(request, filterset.qs),
+            "querystring": _querystring_without_page(request),
+            "create_form": form,
+            "statuses": VersionStatus.choices,
+        },
+    )
+
+
+@login_required
+def model_detail(request, name: str):
+    model = _get_or_404(selectors.model_get, name=name)
+    filterset = ModelVersionFilterSet(
+        request.GET or None, queryset=selectors.version_list(model=model)
+    )
+    return render(
+        request,
+        "registry/model_detail.html",
+        {
+            "nav_section": "registry",
+            "model": model,
+            "filterset": filterset,
+            "page": _page(request, filterset.qs),
+            "querystring": _querystring_without_page(request),
+            "statuses": VersionStatus.choices,
+        },
+    )
+
+
+S = VersionStatus
+# Per step of the steps bar: the state it runs in, the state it fails in, the states after it.
+STEP_BAR = [
+    ("Registered", None, None, set(S.values) - {S.REGISTERED}),
+    (
+        "Validate",
+        S.VALIDATING,
+        S.INVALID,
+        {S.VALIDATED, S.TESTING, S.TEST_FAILED, S.TESTED, S.PACKAGING, S.PACKAGED},
+    ),
+    ("Test", S.TESTING, S.TEST_FAILED, {S.TESTED, S.PACKAGING, S.PACKAGED}),
+    ("Package", S.PACKAGING, None, {S.PACKAGED}),
+]
+
+
+def _steps(version) -> list[dict]:
+    """The pipeline as the steps bar shows it: done, current, failed or ahead."""
+    steps = []
+    for label, running, failed, after in STEP_BAR:
+        if version.status in after or (
+            running is None and failed is None and label == "Registered"
+        ):
+            state = "done"
+        elif version.status == running:
+            state = "current"
+        elif version.status == failed:
+            state = "failed"
+        else:
+            state = ""
+        steps.append({"label": label, "state": state})
+    return steps
+
+
+@login_required
+def version_detail(request, name: str, version: int):
+    found = _get_or_404(selectors.version_get, name=name, version=version)
+    test_results = list(found.test_results.all())
+    return render(
+        request,
+        "registry/version_detail.html",
+        {
+            "nav_section": "registry",
+            "model": found.model,
+            "version": found,
+            "steps": _steps(found),
+            "graph": selectors.lineage_graph(version=found),
+            "history": selectors.version_history(version=found),
+            "test_results": test_results,
+            "passed_count": sum(1 for r in test_results if r.outcome == "passed"),
+            "summary": found.repository_summary or {},
+            "can_retry": found.status
+            in {
+                VersionStatus.REGISTERED,
+                VersionStatus.VALIDATED,
+                VersionStatus.TEST_FAILED,
+                VersionStatus.TESTED,
+            },
+        },
+    )
+
+
+@login_required
+def version_status(request, name: str, version: int):
+    """The live part of the version page, polled by htmx while a step runs. When the status
+    moved on from what the page shows, the whole page reloads to show the step's results."""
+    found = _get_or_404(selectors.version_status_get, name=name, version=version)
+    shown = request.GET.get("shown")
+    response = render(
+        request,
+        "registry/_version_status.html",
+        {"version": found, "steps": _steps(found), "log": found.progress_log[-50:]},
+    )
+    if shown and shown != found.status and request.headers.get("HX-Request"):
+        response["HX-Refresh"] = "true"
+    return response
+
+
+@login_required
+def version_upload(request, name: str):
+    model = _get_or_404(selectors.model_get, name=name)
+    posted = request.method == "POST"
+    if posted:
+        try:
+            check_request_size(request)
+        except ServiceError as exc:
+            messages.error(request, exc.message)
+            return render(
+                request,
+                "registry/version_upload.html",
+                {"nav_section": "registry", "model": model, "form": VersionUploadForm()},
+                status=exc.status_code,
+            )
+    form = VersionUploadForm(request.POST, request.FILES) if posted else VersionUploadForm()
+    if request.method == "POST" and form.is_valid():
+        try:
+            created = services.version_register(
+                actor=request.user,
+                model=model,
+                archive=form.cleaned_data.get("archive"),
+                uri=(form.cleaned_data.get("uri") or "").strip() or None,
+                lineage=form.lineage(),
+                test_cases=form.cleaned_data.get("test_cases"),
+                description=form.cleaned_data.get("description", ""),
+                source="browser",
+            )
+        except services.DuplicateContent as exc:
+            add_service_error(form, exc)
+            form.duplicate = exc.existing
+        except ServiceError as exc:
+            add_service_error(form, exc)
+        else:
+            messages.success(request, f"Registered {created}. Validation has been queued.")
+            return redirect(created.get_absolute_url())
+    status = 400 if request.method == "POST" else 200
+    return render(
+        request,
+        "registry/version_upload.html",
+        {"nav_section": "registry", "model": model, "form": form},
+        status=status,
+    )
+
+
+@login_required
+@require_POST
+def version_retry(request, name: str, version: int):
+    found = _get_or_404(selectors.version_get, name=name, version=version)
+    try:
+        services.version_retry(actor=request.user, version=found, source="browser")
+        messages.success(request, f"{found} queued again.")
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    return redirect(found.get_absolute_url())
