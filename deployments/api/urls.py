@@ -1,5 +1,13 @@
-from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from . import views
 
 app_name = "deployments-api"
 
-urlpatterns: list = []
+router = SimpleRouter()
+router.register("environments", views.EnvironmentViewSet, basename="environment")
+router.register("endpoints", views.EndpointViewSet, basename="endpoint")
+router.register("deployments", views.DeploymentViewSet, basename="deployment")
+router.register("promotions", views.PromotionRequestViewSet, basename="promotion")
+
+urlpatterns = router.urls

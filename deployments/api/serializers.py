@@ -1,0 +1,232 @@
+"""API shapes of environments, endpoints, deployments, live versions and promotion requests."""
+
+from rest_framework import serializers
+
+from deployments.choices import GPU_INSTANCE_TYPES, Backend
+from deployments.models import (
+    Deployment,
+    DeploymentLog,
+    Endpoint,
+    Environment,
+    LiveVersion,
+    LiveVersionHistory,
+    PromotionRequest,
+)
+
+
+class EnvironmentSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Environment
+        fields = ["name", "label", "requires_approval", "order", "description"]
+
+
+class LiveVersionSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model.name")
+    version = serializers.IntegerField(source="version.version")
+    target_model = serializers.CharField(source="version.package_name")
+    deployment = serializers.IntegerField(source="deployment_id")
+
+    class Meta:
+        model = LiveVersion
+        fields = ["model", "version", "target_model", "deployment", "since"]
+
+
+class EndpointSerializer(serializers.ModelSerializer):
+    environment = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    requires_approval = serializers.BooleanField(
+        source="environment.requires_approval", read_only=True
+    )
+    live_versions = LiveVersionSerializer(many=True, read_only=True)
+    created_by = serializers.StringRelatedField()
+
+    class Meta:
+        model = Endpoint
+        fields = [
+            "name",
+            "environment",
+            "requires_approval",
+            "backend",
+            "description",
+            "dataplane_endpoint",
+            "memory_budget_bytes",
+            "region",
+            "instance_type",
+            "initial_instance_count",
+            "execution_role_arn",
+            "s3_prefix",
+            "image_uri",
+            "variant_name",
+            "autoscaling_min_instances",
+            "autoscaling_max_instances",
+            "target_invocations_per_instance",
+            "scale_in_cooldown_seconds",
+            "scale_out_cooldown_seconds",
+            "provisioned_at",
+            "created_by",
+            "created_at",
+            "live_versions",
+        ]
+        read_only_fields = fields
+
+
+class EndpointCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=63)
+    environment = serializers.SlugRelatedField(
+        slug_field="name", queryset=Environment.objects.all()
+    )
+    backend = serializers.ChoiceField(choices=Backend.choices, default=Backend.LOCAL)
+    description = serializers.CharField(required=False, allow_blank=True)
+    dataplane_endpoint = serializers.CharField(required=False, allow_blank=True, max_length=63)
+    memory_budget_bytes = serializers.IntegerField(required=False, min_value=1)
+    region = serializers.CharField(required=False, allow_blank=True)
+    instance_type = serializers.ChoiceField(choices=GPU_INSTANCE_TYPES, required=False)
+    initial_instance_count = serializers.IntegerField(required=False, min_value=1)
+    execution_role_arn = serializers.CharField(required=False, allow_blank=True)
+    s3_prefix = serializers.CharField(required=False, allow_blank=True)
+    image_uri = serializers.CharField(required=False, allow_blank=True)
+    autoscaling_min_instances = serializers.IntegerField(required=False, min_value=1)
+    autoscaling_max_instances = serializers.IntegerField(required=False, min_value=1)
+    target_invocations_per_instance = serializers.IntegerField(required=False, min_value=1)
+    scale_in_cooldown_seconds = serializers.IntegerField(required=False, min_value=0)
+    scale_out_cooldown_seconds = serializers.IntegerField(required=False, min_value=0)
+
+
+class StepSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    label = serializers.CharField()
+    state = serializers.CharField()
+    started_at = serializers.CharField(required=False)
+    finished_at = serializers.CharField(required=False)
+    error = serializers.CharField(required=False)
+    result = serializers.DictField(required=False)
+
+
+class DeploymentSerializer(serializers.ModelSerializer):
+    endpoint = serializers.CharField(source="endpoint.name")
+    environment = serializers.CharField(source="endpoint.environment.name")
+    model = serializers.CharField(source="model.name")
+    version = serializers.IntegerField(source="version.version")
+    target_model = serializers.CharField(source="version.package_name")
+    previous_version = serializers.IntegerField(source="previous_version.version", allow_null=True)
+    created_by = serializers.StringRelatedField()
+    steps = StepSerializer(many=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Deployment
+        fields = [
+            "id",
+            "url",
+            "endpoint",
+            "environment",
+            "model",
+            "version",
+            "target_model",
+            "previous_version",
+            "kind",
+            "state",
+            "promotion",
+            "reason",
+            "created_by",
+            "source",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "attempts",
+            "steps",
+            "error",
+        ]
+        read_only_fields = fields
+
+    def get_url(self, obj: Deployment) -> str:
+        request = self.context.get("request")
+        path = obj.get_absolute_url()
+        return request.build_absolute_uri(path) if request else path
+
+
+class DeploymentCreateSerializer(serializers.Serializer):
+    endpoint = serializers.CharField(help_text="Endpoint name, e.g. local-staging.")
+    model = serializers.CharField(help_text="Registered model name.")
+    version = serializers.IntegerField(min_value=1)
+    reason = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class DeploymentLogSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = DeploymentLog
+        fields = ["id", "created_at", "level", "step", "message"]
+
+
+class DeploymentFollowSerializer(serializers.Serializer):
+    state = serializers.CharField()
+    finished = serializers.BooleanField()
+    steps = StepSerializer(many=True)
+    lines = DeploymentLogSerializer(many=True)
+    next = serializers.IntegerField(help_text="Pass as `since` to get the lines after these.")
+
+
+class LiveVersionHistorySerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model.name")
+    version = serializers.IntegerField(source="version.version")
+    target_model = serializers.CharField(source="version.package_name")
+    deployment = serializers.IntegerField(source="deployment_id")
+    deployment_kind = serializers.CharField(source="deployment.kind")
+
+    class Meta:
+        model = LiveVersionHistory
+        fields = [
+            "model",
+            "version",
+            "target_model",
+            "deployment",
+            "deployment_kind",
+            "since",
+            "until",
+        ]
+
+
+class RollbackSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    reason = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class PromotionRequestSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="version.model.name")
+    version = serializers.IntegerField(source="version.version")
+    target_endpoint = serializers.CharField(source="target_endpoint.name")
+    requested_by = serializers.StringRelatedField()
+    decided_by = serializers.StringRelatedField()
+
+    class Meta:
+        model = PromotionRequest
+        fields = [
+            "id",
+            "model",
+            "version",
+            "target_endpoint",
+            "staging_deployment",
+            "state",
+            "comment",
+            "evidence",
+            "requested_by",
+            "requested_at",
+            "source",
+            "decided_by",
+            "decided_at",
+            "decision_comment",
+            "deployment",
+        ]
+        read_only_fields = fields
+
+
+class PromotionRequestCreateSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    version = serializers.IntegerField(min_value=1)
+    target_endpoint = serializers.CharField(
+        help_text="A production endpoint, e.g. local-production."
+    )
+    comment = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class DecisionSerializer(serializers.Serializer):
+    comment = serializers.CharField(required=False, allow_blank=True, default="")

@@ -1,0 +1,267 @@
+"""REST API of the deployments app: thin viewsets that parse input, call one service or
+selector, and answer. Service errors become {"detail","code","field"} with their status."""
+
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from deployments import selectors, services
+from deployments.choices import ACTIVE_DEPLOYMENT_STATES, Source
+from deployments.filtersets import DeploymentFilterSet, EndpointFilterSet, PromotionFilterSet
+from portal.errors import NotFound, ServiceError
+
+from .serializers import (
+    DecisionSerializer,
+    DeploymentCreateSerializer,
+    DeploymentFollowSerializer,
+    DeploymentLogSerializer,
+    DeploymentSerializer,
+    EndpointCreateSerializer,
+    EndpointSerializer,
+    EnvironmentSerializer,
+    LiveVersionHistorySerializer,
+    LiveVersionSerializer,
+    PromotionRequestCreateSerializer,
+    PromotionRequestSerializer,
+    RollbackSerializer,
+)
+
+
+def _endpoint(name: str):
+    endpoint = selectors.endpoint_get(name=name)
+    if endpoint is None:
+        raise NotFound(f"No endpoint named {name}.", field="endpoint")
+    return endpoint
+
+
+def _model(name: str):
+    model = selectors.model_get(name=name)
+    if model is None:
+        raise NotFound(f"No registered model named {name}.", field="model")
+    return model
+
+
+def _version(model_name: str, number: int):
+    version = selectors.version_get(model_name=model_name, version=number)
+    if version is None:
+        raise NotFound(f"{model_name} has no version {number}.", field="version")
+    return version
+
+
+class EnvironmentViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = EnvironmentSerializer
+    lookup_field = "name"
+    pagination_class = None
+
+    def get_queryset(self):
+        return selectors.environment_list()
+
+
+class EndpointViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Endpoints with what is live on them; create one; roll a model back; the timeline of
+    which version served when."""
+
+    lookup_field = "name"
+    lookup_value_regex = r"[a-zA-Z0-9-]+"
+    filterset_class = EndpointFilterSet
+
+    def get_queryset(self):
+        return selectors.endpoint_list()
+
+    def get_serializer_class(self):
+        return EndpointCreateSerializer if self.action == "create" else EndpointSerializer
+
+    @extend_schema(request=EndpointCreateSerializer, responses={201: EndpointSerializer})
+    def create(self, request, *args, **kwargs):
+        serializer = EndpointCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        endpoint = services.endpoint_create(
+            actor=request.user,
+            name=data.pop("name"),
+            environment=data.pop("environment"),
+            backend=data.pop("backend"),
+            source=Source.API,
+            **data,
+        )
+        endpoint = selectors.endpoint_list().get(pk=endpoint.pk)
+        return Response(EndpointSerializer(endpoint).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses=LiveVersionSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def live(self, request, name=None):
+        endpoint = _endpoint(name)
+        return Response(
+            LiveVersionSerializer(selectors.live_versions(endpoint=endpoint), many=True).data
+        )
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("model", OpenApiTypes.STR, description="Only this model."),
+            OpenApiParameter(
+                "at",
+                OpenApiTypes.DATETIME,
+                description="Only what served at this instant (ISO 8601).",
+            ),
+        ],
+        responses=LiveVersionHistorySerializer(many=True),
+    )
+    @action(detail=True, methods=["get"])
+    def timeline(self, request, name=None):
+        endpoint = _endpoint(name)
+        model = _model(request.query_params["model"]) if request.query_params.get("model") else None
+        at = request.query_params.get("at")
+        if at:
+            moment = parse_datetime(at.replace(" ", "+"))
+            if moment is None:
+                raise ServiceError("`at` must be an ISO 8601 date and time.", field="at")
+            periods = selectors.live_version_at(endpoint=endpoint, at=moment, model=model)
+        else:
+            periods = selectors.live_timeline(endpoint=endpoint, model=model)
+        return Response(LiveVersionHistorySerializer(periods, many=True).data)
+
+    @extend_schema(request=RollbackSerializer, responses={202: DeploymentSerializer})
+    @action(detail=True, methods=["post"])
+    def rollback(self, request, name=None):
+        serializer = RollbackSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        deployment = services.deployment_rollback(
+            actor=request.user,
+            endpoint=_endpoint(name),
+            model=_model(serializer.validated_data["model"]),
+            source=Source.API,
+            reason=serializer.validated_data["reason"],
+        )
+        deployment = selectors.deployment_get(pk=deployment.pk)
+        return Response(
+            DeploymentSerializer(deployment, context={"request": request}).data,
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class DeploymentViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Deployments: start one (202; 409 while another of the same model to the same endpoint
+    runs), read one, follow its log."""
+
+    filterset_class = DeploymentFilterSet
+
+    def get_queryset(self):
+        return selectors.deployment_list()
+
+    def get_serializer_class(self):
+        return DeploymentCreateSerializer if self.action == "create" else DeploymentSerializer
+
+    @extend_schema(request=DeploymentCreateSerializer, responses={202: DeploymentSerializer})
+    def create(self, request, *args, **kwargs):
+        serializer = DeploymentCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        deployment = services.deployment_start(
+            actor=request.user,
+            endpoint=_endpoint(data["endpoint"]),
+            version=_version(data["model"], data["version"]),
+            source=Source.API,
+            reason=data["reason"],
+        )
+        deployment = selectors.deployment_get(pk=deployment.pk)
+        return Response(
+            DeploymentSerializer(deployment, context={"request": request}).data,
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("since", OpenApiTypes.INT, description="Id of the last line you have.")
+        ],
+        responses=DeploymentFollowSerializer,
+    )
+    @action(detail=True, methods=["get"])
+    def log(self, request, pk=None):
+        deployment = self.get_object()
+        try:
+            since = int(request.query_params.get("since", 0))
+        except ValueError as exc:
+            raise ServiceError("`since` must be a line id (an integer).", field="since") from exc
+        lines = selectors.deployment_log_since(deployment=deployment, since=since)
+        return Response(
+            {
+                "state": deployment.state,
+                "finished": deployment.state not in ACTIVE_DEPLOYMENT_STATES,
+                "steps": deployment.steps,
+                "lines": DeploymentLogSerializer(lines, many=True).data,
+                "next": lines[-1].id if lines else since,
+            }
+        )
+
+
+class PromotionRequestViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Promotion requests: ask (CI may, with its token), approve or reject (an approver who
+    is not the requester)."""
+
+    filterset_class = PromotionFilterSet
+
+    def get_queryset(self):
+        return selectors.promotion_list()
+
+    def get_serializer_class(self):
+        if self.action == "create":
+            return PromotionRequestCreateSerializer
+        if self.action in {"approve", "reject"}:
+            return DecisionSerializer
+        return PromotionRequestSerializer
+
+    @extend_schema(
+        request=PromotionRequestCreateSerializer, responses={201: PromotionRequestSerializer}
+    )
+    def create(self, request, *args, **kwargs):
+        serializer = PromotionRequestCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        promotion = services.promotion_request_create(
+            actor=request.user,
+            version=_version(data["model"], data["version"]),
+            target_endpoint=_endpoint(data["target_endpoint"]),
+            comment=data["comment"],
+            source=Source.API,
+        )
+        promotion = selectors.promotion_get(pk=promotion.pk)
+        return Response(PromotionRequestSerializer(promotion).data, status=status.HTTP_201_CREATED)
+
+    def _decide(self, request, service):
+        serializer = DecisionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        promotion = service(
+            actor=request.user,
+            promotion=self.get_object(),
+            comment=serializer.validated_data["comment"],
+            source=Source.API,
+        )
+        return Response(PromotionRequestSerializer(selectors.promotion_get(pk=promotion.pk)).data)
+
+    @extend_schema(request=DecisionSerializer, responses=PromotionRequestSerializer)
+    @action(detail=True, methods=["post"])
+    def approve(self, request, pk=None):
+        return self._decide(request, services.promotion_approve)
+
+    @extend_schema(request=DecisionSerializer, responses=PromotionRequestSerializer)
+    @action(detail=True, methods=["post"])
+    def reject(self, request, pk=None):
+        return self._decide(request, services.promotion_reject)

@@ -1,0 +1,40 @@
+"""Filters shared by the list pages and the list API."""
+
+import django_filters
+
+from .choices import Backend, DeploymentKind, DeploymentState, PromotionState
+from .models import Deployment, Endpoint, Environment, PromotionRequest
+
+
+class EndpointFilterSet(django_filters.FilterSet):
+    environment = django_filters.ModelChoiceFilter(
+        field_name="environment", to_field_name="name", queryset=Environment.objects.all()
+    )
+    backend = django_filters.ChoiceFilter(choices=Backend.choices)
+
+    class Meta:
+        model = Endpoint
+        fields = ["environment", "backend"]
+
+
+class DeploymentFilterSet(django_filters.FilterSet):
+    endpoint = django_filters.CharFilter(field_name="endpoint__name")
+    model = django_filters.CharFilter(field_name="model__name")
+    version = django_filters.NumberFilter(field_name="version__version")
+    environment = django_filters.CharFilter(field_name="endpoint__environment__name")
+    state = django_filters.MultipleChoiceFilter(choices=DeploymentState.choices)
+    kind = django_filters.ChoiceFilter(choices=DeploymentKind.choices)
+
+    class Meta:
+        model = Deployment
+        fields = ["endpoint", "model", "version", "environment", "state", "kind"]
+
+
+class PromotionFilterSet(django_filters.FilterSet):
+    state = django_filters.ChoiceFilter(choices=PromotionState.choices)
+    model = django_filters.CharFilter(field_name="version__model__name")
+    target_endpoint = django_filters.CharFilter(field_name="target_endpoint__name")
+
+    class Meta:
+        model = PromotionRequest
+        fields = ["state", "model", "target_endpoint"]

@@ -1,0 +1,125 @@
+"""Forms of the deploy wizard, the endpoint page and the approval page. They parse input;
+the rules are the services'."""
+
+from django import forms
+
+from .choices import DEFAULT_GPU_INSTANCE_TYPE, GPU_INSTANCE_TYPES, Backend
+from .models import Endpoint, Environment, endpoint_name_validator
+
+
+class VersionStepForm(forms.Form):
+    """Step 1: the version to deploy (packaged versions only)."""
+
+    version = forms.IntegerField(widget=forms.HiddenInput)
+
+
+class EndpointStepForm(forms.Form):
+    """Step 2: an existing endpoint, or a new one."""
+
+    choice = forms.ChoiceField(
+        choices=[("existing", "An existing endpoint"), ("new", "A new endpoint")],
+        initial="existing",
+        widget=forms.RadioSelect,
+    )
+    endpoint = forms.ModelChoiceField(
+        queryset=Endpoint.objects.select_related("environment"),
+        required=False,
+        to_field_name="name",
+        widget=forms.RadioSelect,
+    )
+    name = forms.CharField(max_length=63, required=False, validators=[endpoint_name_validator])
+    environment = forms.ModelChoiceField(
+        queryset=Environment.objects.all(), required=False, to_field_name="name"
+    )
+    backend = forms.ChoiceField(choices=Backend.choices, required=False, initial=Backend.LOCAL)
+    instance_type = forms.ChoiceField(
+        choices=GPU_INSTANCE_TYPES,
+        required=False,
+        initial=DEFAULT_GPU_INSTANCE_TYPE,
+        label="GPU instance type",
+    )
+    initial_instance_count = forms.IntegerField(min_value=1, required=False, initial=1)
+    region = forms.CharField(
+        required=False, help_text="SageMaker only; default the portal's region."
+    )
+    execution_role_arn = forms.CharField(required=False, label="Execution role ARN")
+    s3_prefix = forms.CharField(required=False, label="S3 prefix", help_text="s3://bucket/prefix/")
+    memory_budget_bytes = forms.IntegerField(
+        min_value=1, required=False, help_text="Local data plane only."
+    )
+
+    def clean(self):
+        data = super().clean()
+        if data.get("choice") == "existing" and not data.get("endpoint"):
+            self.add_error("endpoint", "Choose an endpoint.")
+        if data.get("choice") == "new":
+            if not data.get("name"):
+                self.add_error("name", "Name the new endpoint.")
+            if not data.get("environment"):
+                self.add_error("environment", "Choose its environment.")
+            if data.get("backend") == Backend.SAGEMAKER:
+                for field in ("execution_role_arn", "s3_prefix"):
+                    if not data.get(field):
+                        self.add_error(field, "Needed for a SageMaker endpoint.")
+        return data
+
+
+class AutoscalingForm(forms.Form):
+    """Step 3: the endpoint's autoscaling policy (target tracking on invocations per
+    instance), prefilled from the endpoint."""
+
+    autoscaling_min_instances = forms.IntegerField(min_value=1, label="Minimum instances")
+    autoscaling_max_instances = forms.IntegerField(min_value=1, label="Maximum instances")
+    target_invocations_per_instance = forms.IntegerField(
+        min_value=1, label="Target invocations per instance (per minute)"
+    )
+    scale_in_cooldown_seconds = forms.IntegerField(min_value=0, label="Scale-in cooldown (s)")
+    scale_out_cooldown_seconds = forms.IntegerField(min_value=0, label="Scale-out cooldown (s)")
+
+    def clean(self):
+        data = super().clean()
+        low, high = data.get("autoscaling_min_instances"), data.get("autoscaling_max_instances")
+        if low and high and high < low:
+            self.add_error("autoscaling_max_instances", "At least the minimum.")
+        return data
+
+
+class ReviewForm(forms.Form):
+    """Step 4: confirm; for production, the promotion request's comment."""
+
+    comment = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+
+class EndpointForm(forms.Form):
+    """A new endpoint, outside the wizard."""
+
+    name = forms.CharField(max_length=63, validators=[endpoint_name_validator])
+    environment = forms.ModelChoiceField(queryset=Environment.objects.all(), to_field_name="name")
+    backend = forms.ChoiceField(choices=Backend.choices, initial=Backend.LOCAL)
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    dataplane_endpoint = forms.CharField(required=False, label="Data plane endpoint name")
+    memory_budget_bytes = forms.IntegerField(min_value=1, required=False)
+    region = forms.CharField(required=False)
+    instance_type = forms.ChoiceField(
+        choices=GPU_INSTANCE_TYPES, initial=DEFAULT_GPU_INSTANCE_TYPE, label="GPU instance type"
+    )
+    initial_instance_count = forms.IntegerField(min_value=1, initial=1)
+    execution_role_arn = forms.CharField(required=False, label="Execution role ARN")
+    s3_prefix = forms.CharField(required=False, label="S3 prefix")
+    image_uri = forms.CharField(
+        required=False,
+        label="Triton image URI",
+        help_text="Empty: the SageMaker Triton image of the region.",
+    )
+
+
+class DecisionForm(forms.Form):
+    comment = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+
+class PromotionForm(forms.Form):
+    version = forms.IntegerField(widget=forms.HiddenInput)
+    target_endpoint = forms.ModelChoiceField(
+        queryset=Endpoint.objects.filter(environment__requires_approval=True), to_field_name="name"
+    )
+    comment = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))

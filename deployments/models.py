@@ -1,0 +1,342 @@
+"""Environments, endpoints, deployments of packaged versions onto endpoints, what is live
+where (and was, when), and promotion requests from staging to production."""
+
+from django.conf import settings
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+
+from registry.models import ModelVersion, RegisteredModel
+
+from .choices import (
+    ACTIVE_DEPLOYMENT_STATES,
+    DEFAULT_GPU_INSTANCE_TYPE,
+    GPU_INSTANCE_TYPES,
+    Backend,
+    DeploymentKind,
+    DeploymentState,
+    LogLevel,
+    PromotionState,
+    Source,
+)
+
+# SageMaker's rule for endpoint names; local endpoints follow it too, so an endpoint can
+# move between backends under the same name.
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateEndpoint.html
+endpoint_name_validator = RegexValidator(
+    r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$",
+    "Letters, digits and '-'; start and end with a letter or digit.",
+)
+
+
+class Environment(models.Model):
+    """A stage a model goes through (staging, production). Whether deploying to it needs an
+    approved promotion request is data, not code."""
+
+    name = models.SlugField(max_length=32, unique=True)
+    label = models.CharField(max_length=64)
+    requires_approval = models.BooleanField(
+        default=False, help_text="Deployments here only start from an approved promotion request."
+    )
+    order = models.PositiveSmallIntegerField(default=0, help_text="Position in the pipeline.")
+    description = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["order", "name"]
+
+    def __str__(self) -> str:
+        return self.label or self.name
+
+
+class Endpoint(models.Model):
+    """A multi-model endpoint in one environment: a named endpoint of the local data plane,
+    or a SageMaker multi-model endpoint (Triton image, GPU instances, autoscaling)."""
+
+    name = models.CharField(max_length=63, unique=True, validators=[endpoint_name_validator])
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="endpoints")
+    backend = models.CharField(max_length=16, choices=Backend.choices, default=Backend.LOCAL)
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    # Local data plane.
+    dataplane_endpoint = models.CharField(
+        max_length=63, blank=True, help_text="Endpoint name in the local data plane gateway."
+    )
+    memory_budget_bytes = models.BigIntegerField(
+        null=True, blank=True, help_text="Memory the data plane may fill with loaded models."
+    )
+
+    # SageMaker.
+    region = models.CharField(max_length=32, blank=True)
+    instance_type = models.CharField(
+        max_length=32, choices=GPU_INSTANCE_TYPES, default=DEFAULT_GPU_INSTANCE_TYPE, blank=True
+    )
+    initial_instance_count = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1)]
+    )
+    execution_role_arn = models.CharField(max_length=2048, blank=True)
+    s3_prefix = models.CharField(
+        max_length=1024,
+        blank=True,
+        help_text="s3://bucket/prefix/ the endpoint loads packages from.",
+    )
+    image_uri = models.CharField(max_length=512, blank=True, help_text="Triton serving image.")
+    variant_name = models.CharField(max_length=63, default="AllTraffic")
+    provisioned_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the SageMaker model, config and endpoint were created.",
+    )
+
+    # Autoscaling (SageMaker target tracking on SageMakerVariantInvocationsPerInstance).
+    autoscaling_min_instances = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1)]
+    )
+    autoscaling_max_instances = models.PositiveSmallIntegerField(
+        default=2, validators=[MinValueValidator(1)]
+    )
+    target_invocations_per_instance = models.PositiveIntegerField(
+        default=100,
+        validators=[MinValueValidator(1)],
+        help_text="Invocations per instance per minute.",
+    )
+    scale_in_cooldown_seconds = models.PositiveIntegerField(default=300)
+    scale_out_cooldown_seconds = models.PositiveIntegerField(default=60)
+
+    class Meta:
+        ordering = ["environment__order", "name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(autoscaling_max_instances__gte=models.F("autoscaling_min_instances")),
+                name="endpoint_autoscaling_max_gte_min",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("deployments:endpoint-detail", kwargs={"name": self.name})
+
+    @property
+    def requires_approval(self) -> bool:
+        return self.environment.requires_approval
+
+    @property
+    def sagemaker_model_name(self) -> str:
+        return f"{self.name}-model"
+
+    @property
+    def sagemaker_config_name(self) -> str:
+        return f"{self.name}-config"
+
+
+class Deployment(models.Model):
+    """One packaged version put onto one endpoint (or, for a rollback, put back), executed by
+    a Celery worker step by step. The steps and log lines are what the progress page shows."""
+
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.PROTECT, related_name="deployments")
+    # Denormalised from `version` so the database can hold one active deployment per
+    # (endpoint, model).
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="deployments")
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="deployments")
+    previous_version = models.ForeignKey(
+        ModelVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="What was live on the endpoint when the deployment was created.",
+    )
+    kind = models.CharField(
+        max_length=16, choices=DeploymentKind.choices, default=DeploymentKind.DEPLOY
+    )
+    state = models.CharField(
+        max_length=16,
+        choices=DeploymentState.choices,
+        default=DeploymentState.PENDING,
+        db_index=True,
+    )
+    promotion = models.ForeignKey(
+        "PromotionRequest",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="deployments",
+    )
+    reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.BROWSER)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    state_changed_at = models.DateTimeField(auto_now_add=True)
+
+    # Execution bookkeeping: which task message holds the deployment, when it last showed
+    # life, how often it was tried, and the steps with their outcome (resumable).
+    claim = models.CharField(max_length=64, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    steps = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    result = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["endpoint", "model"],
+                condition=Q(state__in=ACTIVE_DEPLOYMENT_STATES),
+                name="one_active_deployment_per_endpoint_model",
+                violation_error_message="This model is already being deployed to this endpoint.",
+            ),
+        ]
+        indexes = [models.Index(fields=["endpoint", "model", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.version} → {self.endpoint.name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("deployments:deployment-detail", kwargs={"pk": self.pk})
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_DEPLOYMENT_STATES
+
+    @property
+    def target_model(self) -> str:
+        return self.version.package_name
+
+
+class DeploymentLog(models.Model):
+    """One log line of a deployment; clients follow the log by asking for lines after an id."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="log_lines")
+    created_at = models.DateTimeField(auto_now_add=True)
+    level = models.CharField(max_length=8, choices=LogLevel.choices, default=LogLevel.INFO)
+    step = models.CharField(max_length=64, blank=True)
+    message = models.TextField()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%H:%M:%S} {self.level} {self.message[:80]}"
+
+
+class LiveVersion(models.Model):
+    """The version of a model that serves on an endpoint now: the live pointer. It moves
+    only after a deployment placed and smoke-tested the package."""
+
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="live_versions")
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="+")
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="live_on")
+    deployment = models.ForeignKey(Deployment, on_delete=models.PROTECT, related_name="+")
+    since = models.DateTimeField()
+
+    class Meta:
+        ordering = ["endpoint__name", "model__name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["endpoint", "model"], name="one_live_version_per_endpoint_model"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint.name}: {self.version}"
+
+
+class LiveVersionHistory(models.Model):
+    """A period during which one version served a model on an endpoint. Periods of one
+    (endpoint, model) do not overlap; the open one (no `until`) is the live version."""
+
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="live_history")
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="+")
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    deployment = models.ForeignKey(Deployment, on_delete=models.PROTECT, related_name="+")
+    since = models.DateTimeField(db_index=True)
+    until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["endpoint__name", "model__name", "-since"]
+        verbose_name_plural = "live version history"
+        indexes = [models.Index(fields=["endpoint", "model", "since"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["endpoint", "model"],
+                condition=Q(until__isnull=True),
+                name="one_open_live_period_per_endpoint_model",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint.name}: {self.version} from {self.since:%Y-%m-%d %H:%M:%S}"
+
+
+class PromotionRequest(models.Model):
+    """A request to deploy a version that succeeded on staging to a production endpoint,
+    with its evidence. An approver other than the requester approves or rejects it;
+    approval starts the production deployment."""
+
+    version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="promotion_requests"
+    )
+    target_endpoint = models.ForeignKey(
+        Endpoint, on_delete=models.PROTECT, related_name="promotion_requests"
+    )
+    staging_deployment = models.ForeignKey(
+        Deployment,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The successful staging deployment this request rests on.",
+    )
+    state = models.CharField(
+        max_length=16, choices=PromotionState.choices, default=PromotionState.PENDING, db_index=True
+    )
+    comment = models.TextField(blank=True)
+    evidence = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Tests, staging deployment, load tests, lineage diff.",
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="promotion_requests"
+    )
+    requested_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.BROWSER)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_comment = models.TextField(blank=True)
+    deployment = models.ForeignKey(
+        Deployment,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The production deployment approval started.",
+    )
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        permissions = [("approve_promotionrequest", "Can approve or reject promotion requests")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["version", "target_endpoint"],
+                condition=Q(state=PromotionState.PENDING),
+                name="one_pending_promotion_per_version_endpoint",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Promote {self.version} to {self.target_endpoint.name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("deployments:promotion-detail", kwargs={"pk": self.pk})

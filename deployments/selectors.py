@@ -1,0 +1,320 @@
+"""Reads of the deployments app, shaped for their pages and API answers (no N+1 queries)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.apps import apps
+from django.db.models import Count, Prefetch, Q, QuerySet
+
+from registry.choices import VersionStatus
+from registry.models import ModelVersion, RegisteredModel, TestResult
+
+from .choices import ACTIVE_DEPLOYMENT_STATES, DeploymentState, PromotionState
+from .models import (
+    Deployment,
+    DeploymentLog,
+    Endpoint,
+    Environment,
+    LiveVersion,
+    LiveVersionHistory,
+    PromotionRequest,
+)
+
+SUCCEEDED_ONCE = (
+    DeploymentState.SUCCEEDED,
+    DeploymentState.SUPERSEDED,
+    DeploymentState.ROLLED_BACK,
+)
+LINEAGE_FIELDS = [
+    ("source_repository", "Source repository"),
+    ("source_commit", "Commit"),
+    ("dataset_uri", "Dataset"),
+    ("dataset_version", "Dataset version"),
+    ("training_job", "Training job"),
+    ("parent", "Parent version"),
+    ("frameworks", "Frameworks"),
+    ("metrics", "Metrics"),
+    ("tags", "Tags"),
+    ("package_sha256", "Package sha256"),
+]
+
+
+def environment_list() -> QuerySet[Environment]:
+    return Environment.objects.annotate(endpoint_count=Count("endpoints")).order_by("order", "name")
+
+
+def endpoint_list(*, environment: str | None = None) -> QuerySet[Endpoint]:
+    queryset = (
+        Endpoint.objects.select_related("environment", "created_by")
+        .annotate(
+            live_count=Count("live_versions", distinct=True),
+            active_count=Count(
+                "deployments",
+                filter=Q(deployments__state__in=ACTIVE_DEPLOYMENT_STATES),
+                distinct=True,
+            ),
+        )
+        .prefetch_related(
+            Prefetch(
+                "live_versions",
+                queryset=LiveVersion.objects.select_related("model", "version").order_by(
+                    "model__name"
+                ),
+            )
+        )
+        .order_by("environment__order", "name")
+    )
+    if environment:
+        queryset = queryset.filter(environment__name=environment)
+    return queryset
+
+
+def endpoint_get(*, name: str) -> Endpoint | None:
+    return Endpoint.objects.select_related("environment", "created_by").filter(name=name).first()
+
+
+def live_versions(*, endpoint: Endpoint) -> QuerySet[LiveVersion]:
+    return (
+        LiveVersion.objects.filter(endpoint=endpoint)
+        .select_related("model", "version", "deployment", "deployment__created_by")
+        .order_by("model__name")
+    )
+
+
+def live_version(*, endpoint: Endpoint, model: RegisteredModel) -> LiveVersion | None:
+    return (
+        LiveVersion.objects.select_related("version").filter(endpoint=endpoint, model=model).first()
+    )
+
+
+def live_timeline(
+    *, endpoint: Endpoint, model: RegisteredModel | None = None
+) -> QuerySet[LiveVersionHistory]:
+    """The periods during which each version served, newest first."""
+    queryset = LiveVersionHistory.objects.filter(endpoint=endpoint).select_related(
+        "model", "version", "deployment", "deployment__created_by"
+    )
+    if model is not None:
+        queryset = queryset.filter(model=model)
+    return queryset.order_by("model__name", "-since", "-id")
+
+
+def live_version_at(
+    *, endpoint: Endpoint, at: datetime, model: RegisteredModel | None = None
+) -> QuerySet[LiveVersionHistory]:
+    """Which version served each model (or `model`) on the endpoint at time `at`."""
+    return live_timeline(endpoint=endpoint, model=model).filter(
+        Q(until__isnull=True) | Q(until__gt=at), since__lte=at
+    )
+
+
+def rollback_target(*, endpoint: Endpoint, model: RegisteredModel) -> ModelVersion | None:
+    """The version that served before the live one (the one a rollback returns to)."""
+    periods = list(
+        LiveVersionHistory.objects.filter(endpoint=endpoint, model=model)
+        .select_related("version__model")
+        .order_by("-since", "-id")[:20]
+    )
+    if not periods or periods[0].until is not None:
+        return None
+    live_version_id = periods[0].version_id
+    for period in periods[1:]:
+        if period.version_id != live_version_id:
+            return period.version
+    return None
+
+
+def deployment_list(*, filters: dict[str, Any] | None = None) -> QuerySet[Deployment]:
+    queryset = Deployment.objects.select_related(
+        "endpoint__environment", "model", "version", "previous_version", "created_by", "promotion"
+    ).order_by("-created_at", "-id")
+    for key, value in (filters or {}).items():
+        if value not in (None, ""):
+            queryset = queryset.filter(**{key: value})
+    return queryset
+
+
+def deployment_get(*, pk: int) -> Deployment | None:
+    return (
+        Deployment.objects.select_related(
+            "endpoint__environment",
+            "model",
+            "version__model",
+            "previous_version",
+            "created_by",
+            "promotion",
+        )
+        .filter(pk=pk)
+        .first()
+    )
+
+
+def deployment_log_since(
+    *, deployment: Deployment, since: int = 0, limit: int = 500
+) -> list[DeploymentLog]:
+    """Log lines after the line with id `since` (0: from the start)."""
+    return list(deployment.log_lines.filter(id__gt=since).order_by("id")[:limit])
+
+
+def active_deployment(*, endpoint: Endpoint, model: RegisteredModel) -> Deployment | None:
+    return (
+        Deployment.objects.filter(
+            endpoint=endpoint, model=model, state__in=ACTIVE_DEPLOYMENT_STATES
+        )
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def staging_success(*, version: ModelVersion) -> Deployment | None:
+    """The latest deployment of `version` that succeeded on an endpoint needing no approval."""
+    return (
+        Deployment.objects.filter(
+            version=version,
+            state__in=SUCCEEDED_ONCE,
+            endpoint__environment__requires_approval=False,
+        )
+        .select_related("endpoint__environment")
+        .order_by("-finished_at", "-id")
+        .first()
+    )
+
+
+def deployable_versions(*, model: RegisteredModel | None = None) -> QuerySet[ModelVersion]:
+    """Versions that passed their tests (tested or packaged); only packaged ones deploy."""
+    queryset = (
+        ModelVersion.objects.filter(status__in=[VersionStatus.TESTED, VersionStatus.PACKAGED])
+        .select_related("model", "registered_by", "parent__model")
+        .annotate(
+            tests_passed=Count("test_results", filter=Q(test_results__outcome="passed")),
+            tests_total=Count("test_results"),
+        )
+        .order_by("model__name", "-version")
+    )
+    if model is not None:
+        queryset = queryset.filter(model=model)
+    return queryset
+
+
+def lineage(version: ModelVersion | None) -> dict[str, Any]:
+    if version is None:
+        return {}
+    values: dict[str, Any] = {}
+    for field, _label in LINEAGE_FIELDS:
+        value = getattr(version, field, None)
+        if field == "parent":
+            value = str(value) if value else ""
+        values[field] = value
+    return values
+
+
+def lineage_diff(old: ModelVersion | None, new: ModelVersion) -> list[dict[str, Any]]:
+    """Field by field lineage of the version that serves now and the one replacing it."""
+    before, after = lineage(old), lineage(new)
+    return [
+        {
+            "field": field,
+            "label": label,
+            "old": before.get(field) if old is not None else None,
+            "new": after.get(field),
+            "changed": old is None or before.get(field) != after.get(field),
+        }
+        for field, label in LINEAGE_FIELDS
+    ]
+
+
+def test_results(*, version: ModelVersion) -> list[TestResult]:
+    return list(TestResult.objects.filter(version=version).order_by("id"))
+
+
+def load_test_results(*, version: ModelVersion) -> list[dict]:
+    """Results of the version's load tests. Load tests are recorded by a model of this app
+    named LoadTest (version, endpoint, result); until one exists there are none."""
+    try:
+        model = apps.get_model("deployments", "LoadTest")
+    except LookupError:
+        return []
+    return [
+        {"id": item.pk, "endpoint": str(item.endpoint), "result": item.result}
+        for item in model.objects.filter(version=version)
+    ]
+
+
+def promotion_evidence(
+    *, version: ModelVersion, staging_deployment: Deployment, target_endpoint: Endpoint
+) -> dict[str, Any]:
+    """What an approver needs to decide, frozen at request time."""
+    results = test_results(version=version)
+    live = live_version(endpoint=target_endpoint, model=version.model)
+    return {
+        "tests": {
+            "passed": sum(1 for r in results if r.outcome == "passed"),
+            "total": len(results),
+            "results": [
+                {
+                    "name": r.name,
+                    "kind": r.kind,
+                    "outcome": r.outcome,
+                    "duration_ms": r.duration_ms,
+                    "message": r.message[:500],
+                }
+                for r in results
+            ],
+        },
+        "staging_deployment": {
+            "id": staging_deployment.pk,
+            "endpoint": staging_deployment.endpoint.name,
+            "state": staging_deployment.state,
+            "finished_at": staging_deployment.finished_at.isoformat()
+            if staging_deployment.finished_at
+            else None,
+            "smoke_test": next(
+                (
+                    s.get("result", {})
+                    for s in staging_deployment.steps
+                    if s["name"] == "smoke_test"
+                ),
+                {},
+            ),
+        },
+        "load_tests": load_test_results(version=version),
+        "replaces": {"version": live.version.version if live else None},
+        "lineage_diff": lineage_diff(live.version if live else None, version),
+        "package": {"name": version.package_name, "sha256": version.package_sha256},
+    }
+
+
+def promotion_list(*, state: str | None = None) -> QuerySet[PromotionRequest]:
+    queryset = PromotionRequest.objects.select_related(
+        "version__model",
+        "target_endpoint__environment",
+        "staging_deployment__endpoint",
+        "requested_by",
+        "decided_by",
+        "deployment",
+    ).order_by("-requested_at", "-id")
+    if state:
+        queryset = queryset.filter(state=state)
+    return queryset
+
+
+def promotion_get(*, pk: int) -> PromotionRequest | None:
+    return promotion_list().filter(pk=pk).first()
+
+
+def pending_promotion_count() -> int:
+    return PromotionRequest.objects.filter(state=PromotionState.PENDING).count()
+
+
+def model_get(*, name: str) -> RegisteredModel | None:
+    return RegisteredModel.objects.filter(name=name).first()
+
+
+def version_get(*, model_name: str, version: int) -> ModelVersion | None:
+    return (
+        ModelVersion.objects.select_related("model", "parent__model")
+        .filter(model__name=model_name, version=version)
+        .first()
+    )

@@ -1,0 +1,871 @@
+"""Writes of the deployments app: endpoints, deployments and their execution, rollbacks,
+promotion requests and their approval. Business rules live here once, so the browser, the
+API and the admin obey the same ones (notably: the requester never approves their own
+promotion request, and production deployments only start from an approved request)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from portal.audit import audit_record
+from portal.errors import Conflict, InvalidTransition, PermissionDenied, ServiceError
+from registry.choices import VersionStatus
+from registry.models import ModelVersion, RegisteredModel
+
+from . import selectors
+from .backends import DeploymentStepError, StepContext, backend_for
+from .choices import (
+    DEPLOYMENT_TRANSITIONS,
+    FINISHED_DEPLOYMENT_STATES,
+    PROMOTION_TRANSITIONS,
+    Backend,
+    DeploymentKind,
+    DeploymentState,
+    LogLevel,
+    PromotionState,
+    Source,
+    StepState,
+)
+from .models import (
+    Deployment,
+    DeploymentLog,
+    Endpoint,
+    Environment,
+    LiveVersion,
+    LiveVersionHistory,
+    PromotionRequest,
+)
+
+logger = logging.getLogger(__name__)
+
+APPROVE_PERMISSION = "deployments.approve_promotionrequest"
+DEPLOY_PERMISSION = "deployments.add_deployment"
+ENDPOINT_PERMISSION = "deployments.add_endpoint"
+PROMOTION_PERMISSION = "deployments.add_promotionrequest"
+HEARTBEAT_SECONDS = 10
+
+
+def _require(actor, permission: str, message: str) -> None:
+    if actor is None or not actor.is_authenticated or not actor.has_perm(permission):
+        raise PermissionDenied(message)
+
+
+def _on_commit_task(task_name: str, *args: Any) -> None:
+    """Queue a Celery task once the current transaction commits (the rows it reads exist)."""
+
+    def send() -> None:
+        from . import tasks
+
+        getattr(tasks, task_name).delay(*args)
+
+    transaction.on_commit(send)
+
+
+# Endpoints -------------------------------------------------------------------------------
+
+ENDPOINT_FIELDS = {
+    "description",
+    "dataplane_endpoint",
+    "memory_budget_bytes",
+    "region",
+    "instance_type",
+    "initial_instance_count",
+    "execution_role_arn",
+    "s3_prefix",
+    "image_uri",
+    "variant_name",
+    "autoscaling_min_instances",
+    "autoscaling_max_instances",
+    "target_invocations_per_instance",
+    "scale_in_cooldown_seconds",
+    "scale_out_cooldown_seconds",
+}
+
+
+def _validation_error(exc: ValidationError) -> ServiceError:
+    if hasattr(exc, "error_dict"):
+        field, errors = next(iter(exc.error_dict.items()))
+        message = " ".join(m for e in errors for m in e.messages)
+        return ServiceError(message, field=None if field == "__all__" else field)
+    return ServiceError(" ".join(exc.messages))
+
+
+@transaction.atomic
+def endpoint_create(
+    *,
+    actor,
+    name: str,
+    environment: Environment,
+    backend: str = Backend.LOCAL,
+    source: str = Source.BROWSER,
+    **fields: Any,
+) -> Endpoint:
+    """Create an endpoint. SageMaker endpoints need an execution role and an S3 prefix; their
+    Triton image defaults to the one for the region. Nothing is created in AWS until the
+    first deployment."""
+    _require(actor, ENDPOINT_PERMISSION, "You may not create endpoints.")
+    unknown = set(fields) - ENDPOINT_FIELDS
+    if unknown:
+        raise ServiceError(f"Unknown endpoint fields: {', '.join(sorted(unknown))}.")
+    values = {key: value for key, value in fields.items() if value not in (None, "")}
+    endpoint = Endpoint(
+        name=name.strip(), environment=environment, backend=backend, created_by=actor
+    )
+    for key, value in values.items():
+        setattr(endpoint, key, value)
+    if backend == Backend.SAGEMAKER:
+        from .backends.sagemaker import triton_image_uri
+
+        endpoint.region = endpoint.region or settings.AWS_REGION
+        if not endpoint.execution_role_arn:
+            raise ServiceError(
+                "A SageMaker endpoint needs an execution role ARN.", field="execution_role_arn"
+            )
+        if not endpoint.s3_prefix.startswith("s3://"):
+            raise ServiceError(
+                "A SageMaker endpoint needs an S3 prefix like s3://bucket/models/.",
+                field="s3_prefix",
+            )
+        if not endpoint.s3_prefix.endswith("/"):
+            endpoint.s3_prefix += "/"
+        endpoint.image_uri = endpoint.image_uri or triton_image_uri(endpoint.region)
+    else:
+        endpoint.dataplane_endpoint = endpoint.dataplane_endpoint or endpoint.name
+        # GPU type and count are SageMaker's; a local endpoint serves on this machine.
+        endpoint.instance_type = ""
+    if Endpoint.objects.filter(name=endpoint.name).exists():
+        raise Conflict(f"An endpoint named {endpoint.name} exists.", field="name")
+    try:
+        endpoint.full_clean()
+    except ValidationError as exc:
+        raise _validation_error(exc) from exc
+    endpoint.save()
+    audit_record(
+        actor=actor,
+        action="endpoint.create",
+        target=endpoint,
+        data={"backend": backend, "environment": environment.name},
+        source=source,
+    )
+    return endpoint
+
+
+@transaction.atomic
+def endpoint_update_autoscaling(
+    *,
+    actor,
+    endpoint: Endpoint,
+    min_instances: int,
+    max_instances: int,
+    target_invocations_per_instance: int,
+    scale_in_cooldown_seconds: int,
+    scale_out_cooldown_seconds: int,
+    source: str = Source.BROWSER,
+) -> Endpoint:
+    """Change an endpoint's autoscaling policy; the next deployment applies it in SageMaker."""
+    _require(actor, DEPLOY_PERMISSION, "You may not change endpoints.")
+    endpoint = Endpoint.objects.select_for_update(of=("self",)).get(pk=endpoint.pk)
+    if min_instances < 1 or max_instances < min_instances:
+        raise ServiceError(
+            "Autoscaling needs 1 ≤ minimum ≤ maximum instances.", field="autoscaling_max_instances"
+        )
+    before = {
+        "min": endpoint.autoscaling_min_instances,
+        "max": endpoint.autoscaling_max_instances,
+        "target": endpoint.target_invocations_per_instance,
+        "scale_in": endpoint.scale_in_cooldown_seconds,
+        "scale_out": endpoint.scale_out_cooldown_seconds,
+    }
+    after = {
+        "min": min_instances,
+        "max": max_instances,
+        "target": target_invocations_per_instance,
+        "scale_in": scale_in_cooldown_seconds,
+        "scale_out": scale_out_cooldown_seconds,
+    }
+    if before == after:
+        return endpoint
+    endpoint.autoscaling_min_instances = min_instances
+    endpoint.autoscaling_max_instances = max_instances
+    endpoint.target_invocations_per_instance = target_invocations_per_instance
+    endpoint.scale_in_cooldown_seconds = scale_in_cooldown_seconds
+    endpoint.scale_out_cooldown_seconds = scale_out_cooldown_seconds
+    endpoint.save(
+        update_fields=[
+            "autoscaling_min_instances",
+            "autoscaling_max_instances",
+            "target_invocations_per_instance",
+            "scale_in_cooldown_seconds",
+            "scale_out_cooldown_seconds",
+        ]
+    )
+    audit_record(
+        actor=actor,
+        action="endpoint.autoscaling",
+        target=endpoint,
+        data={"before": before, "after": after},
+        source=source,
+    )
+    return endpoint
+
+
+# Deployments -----------------------------------------------------------------------------
+
+
+def _check_transition(deployment: Deployment, to_state: str) -> None:
+    if to_state not in DEPLOYMENT_TRANSITIONS.get(deployment.state, set()):
+        raise InvalidTransition(
+            f"Deployment #{deployment.pk} is {deployment.get_state_display().lower()}; it cannot "
+            f"become {DeploymentState(to_state).label.lower()}.",
+            field="state",
+        )
+
+
+def _set_state(
+    deployment: Deployment,
+    to_state: str,
+    *,
+    actor=None,
+    reason: str = "",
+    source: str = Source.WORKER,
+    fields: tuple[str, ...] = (),
+    data: dict[str, Any] | None = None,
+) -> None:
+    """Move a deployment (locked by the caller) to `to_state` and record it."""
+    _check_transition(deployment, to_state)
+    from_state = deployment.state
+    deployment.state = to_state
+    deployment.state_changed_at = timezone.now()
+    if to_state in FINISHED_DEPLOYMENT_STATES and deployment.finished_at is None:
+        deployment.finished_at = deployment.state_changed_at
+        fields += ("finished_at",)
+    deployment.save(update_fields=["state", "state_changed_at", *fields])
+    audit_record(
+        actor=actor,
+        action=f"deployment.{to_state}",
+        target=deployment,
+        from_state=from_state,
+        to_state=to_state,
+        reason=reason,
+        data=data,
+        source=source,
+    )
+
+
+def _create_deployment(
+    *,
+    actor,
+    endpoint: Endpoint,
+    version: ModelVersion,
+    source: str,
+    kind: str = DeploymentKind.DEPLOY,
+    promotion: PromotionRequest | None = None,
+    reason: str = "",
+) -> Deployment:
+    """Create a pending deployment and queue its execution. The caller holds the transaction
+    and has checked who may do this."""
+    if version.status != VersionStatus.PACKAGED or not version.package_uri:
+        raise ServiceError(
+            f"{version} is {version.get_status_display().lower()}; only packaged versions deploy.",
+            field="version",
+            code="not_packaged",
+        )
+    live = LiveVersion.objects.filter(endpoint=endpoint, model=version.model).first()
+    if kind == DeploymentKind.DEPLOY and live is not None and live.version_id == version.pk:
+        raise Conflict(f"{version} is already live on {endpoint.name}.", code="already_live")
+    try:
+        with transaction.atomic():
+            deployment = Deployment.objects.create(
+                endpoint=endpoint,
+                model=version.model,
+                version=version,
+                previous_version=live.version if live else None,
+                kind=kind,
+                promotion=promotion,
+                reason=reason,
+                created_by=actor if getattr(actor, "is_authenticated", False) else None,
+                source=source,
+                steps=[
+                    {"name": s.name, "label": s.label, "state": StepState.PENDING}
+                    for s in backend_for(endpoint).plan(endpoint)
+                ],
+            )
+    except IntegrityError as exc:
+        running = selectors.active_deployment(endpoint=endpoint, model=version.model)
+        raise Conflict(
+            f"Deployment #{running.pk if running else '?'} of {version.model.name} to "
+            f"{endpoint.name} is still {running.state if running else 'running'}; wait for it "
+            "to finish.",
+            code="deployment_running",
+        ) from exc
+    audit_record(
+        actor=actor,
+        action=f"deployment.{kind}",
+        target=deployment,
+        to_state=DeploymentState.PENDING,
+        reason=reason,
+        data={
+            "endpoint": endpoint.name,
+            "version": version.version,
+            "previous_version": live.version.version if live else None,
+            "promotion": promotion.pk if promotion else None,
+        },
+        source=source,
+    )
+    _on_commit_task("deployment_execute", deployment.pk)
+    return deployment
+
+
+@transaction.atomic
+def deployment_start(
+    *,
+    actor,
+    endpoint: Endpoint,
+    version: ModelVersion,
+    source: str = Source.BROWSER,
+    reason: str = "",
+) -> Deployment:
+    """Deploy a packaged version to an endpoint whose environment needs no approval. The
+    deployment runs in a worker; only one per (endpoint, model) runs at a time."""
+    _require(actor, DEPLOY_PERMISSION, "You may not deploy.")
+    endpoint = Endpoint.objects.select_related("environment").get(pk=endpoint.pk)
+    if endpoint.environment.requires_approval:
+        raise PermissionDenied(
+            f"{endpoint.name} is a {endpoint.environment} endpoint: deployments there start from "
+            "an approved promotion request.",
+            field="endpoint",
+            code="approval_required",
+        )
+    return _create_deployment(
+        actor=actor, endpoint=endpoint, version=version, source=source, reason=reason
+    )
+
+
+@transaction.atomic
+def deployment_rollback(
+    *,
+    actor,
+    endpoint: Endpoint,
+    model: RegisteredModel,
+    source: str = Source.BROWSER,
+    reason: str = "",
+) -> Deployment:
+    """Return the model on the endpoint to the version that served before the live one:
+    a deployment of its own (kind rollback) that re-points the live pointer; the package is
+    still in place, so nothing is copied when it is."""
+    endpoint = Endpoint.objects.select_related("environment").get(pk=endpoint.pk)
+    if endpoint.environment.requires_approval:
+        # The version was approved for this environment once; rolling back to it is an
+        # approver's call, not anyone's.
+        _require(actor, APPROVE_PERMISSION, f"Only approvers roll back {endpoint.environment}.")
+    else:
+        _require(actor, DEPLOY_PERMISSION, "You may not roll back.")
+    previous = selectors.rollback_target(endpoint=endpoint, model=model)
+    if previous is None:
+        raise ServiceError(
+            f"{model.name} has no earlier version on {endpoint.name} to roll back to.",
+            field="model",
+            code="nothing_to_roll_back",
+        )
+    return _create_deployment(
+        actor=actor,
+        endpoint=endpoint,
+        version=previous,
+        source=source,
+        kind=DeploymentKind.ROLLBACK,
+        reason=reason or f"Roll back {model.name} on {endpoint.name} to v{previous.version}.",
+    )
+
+
+def deployment_log(
+    deployment: Deployment, message: str, *, level: str = LogLevel.INFO, step: str = ""
+) -> DeploymentLog:
+    """Append a log line (committed at once, so the progress page shows it while the
+    deployment runs)."""
+    return DeploymentLog.objects.create(
+        deployment=deployment, message=message, level=level, step=step
+    )
+
+
+class DeploymentLost(Exception):
+    """Another worker took the deployment over, or it was failed meanwhile: stop quietly."""
+
+
+class _Heartbeat(threading.Thread):
+    """Shows the deployment is alive while a long step (a Triton load, waiting for
+    InService) runs. Dies with the worker process, which is the point."""
+
+    def __init__(self, deployment_id: int, claim: str):
+        super().__init__(daemon=True, name=f"deployment-{deployment_id}-heartbeat")
+        self.deployment_id, self.claim = deployment_id, claim
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(HEARTBEAT_SECONDS):
+                Deployment.objects.filter(pk=self.deployment_id, claim=self.claim).update(
+                    heartbeat_at=timezone.now()
+                )
+        finally:
+            from django.db import connection
+
+            connection.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=HEARTBEAT_SECONDS + 5)
+
+
+def _claim(deployment_id: int, claim: str) -> Deployment | None:
+    """Take the deployment for this task message. A redelivered message (same claim) resumes
+    it; another message only takes over a deployment that stopped showing life."""
+    stale = timezone.now() - timedelta(seconds=settings.BERTH_DEPLOYMENT_STALE_SECONDS)
+    with transaction.atomic():
+        deployment = (
+            Deployment.objects.select_for_update(of=("self",))
+            .select_related("endpoint__environment", "version__model", "model")
+            .filter(pk=deployment_id)
+            .first()
+        )
+        if deployment is None or deployment.state in FINISHED_DEPLOYMENT_STATES:
+            return None
+        if (
+            deployment.state == DeploymentState.RUNNING
+            and deployment.claim != claim
+            and deployment.heartbeat_at is not None
+            and deployment.heartbeat_at > stale
+        ):
+            return None
+        deployment.claim = claim
+        deployment.heartbeat_at = timezone.now()
+        deployment.attempts += 1
+        resumed = deployment.state == DeploymentState.RUNNING or deployment.attempts > 1
+        if deployment.state == DeploymentState.PENDING:
+            deployment.started_at = deployment.started_at or timezone.now()
+            _set_state(
+                deployment,
+                DeploymentState.RUNNING,
+                fields=("claim", "heartbeat_at", "attempts", "started_at"),
+                data={"attempt": deployment.attempts},
+            )
+        else:
+            deployment.save(update_fields=["claim", "heartbeat_at", "attempts"])
+    done = [
+        s["name"] for s in deployment.steps if s["state"] in (StepState.DONE, StepState.SKIPPED)
+    ]
+    if resumed:
+        deployment_log(
+            deployment,
+            f"Attempt {deployment.attempts}: resuming"
+            + (f" after {', '.join(done)}." if done else " from the start."),
+            level=LogLevel.WARNING,
+        )
+    else:
+        deployment_log(
+            deployment,
+            f"Deploying {deployment.version} to {deployment.endpoint.name} "
+            f"({deployment.endpoint.get_backend_display()}).",
+        )
+    return deployment
+
+
+def _save_steps(deployment: Deployment, claim: str) -> None:
+    updated = Deployment.objects.filter(
+        pk=deployment.pk, claim=claim, state=DeploymentState.RUNNING
+    ).update(steps=deployment.steps, heartbeat_at=timezone.now())
+    if not updated:
+        raise DeploymentLost()
+
+
+def deployment_execute(*, deployment_id: int, claim: str) -> Deployment | None:
+    """Carry out a deployment, step by step, in a worker. Steps already done (by a worker
+    that died) are not redone. The live pointer moves in the last step, after the package was
+    placed and answered its smoke test. Safe to call again with the same id."""
+    deployment = _claim(deployment_id, claim)
+    if deployment is None:
+        return None
+    backend = backend_for(deployment.endpoint)
+    planned = {s.name: s for s in backend.plan(deployment.endpoint)}
+    if [s["name"] for s in deployment.steps] != list(planned):
+        deployment.steps = [
+            {"name": s.name, "label": s.label, "state": StepState.PENDING} for s in planned.values()
+        ]
+    results: dict[str, Any] = {}
+
+    def log(message: str, level: str = LogLevel.INFO, *, step: str = "") -> None:
+        deployment_log(deployment, message, level=level, step=step or current["name"])
+
+    def heartbeat() -> None:
+        if not Deployment.objects.filter(
+            pk=deployment.pk, claim=claim, state=DeploymentState.RUNNING
+        ).update(heartbeat_at=timezone.now()):
+            raise DeploymentLost()
+
+    current: dict[str, Any] = {"name": ""}
+    ctx = StepContext(deployment=deployment, log=log, heartbeat=heartbeat, results=results)
+    try:
+        for step in deployment.steps:
+            if step["state"] in (StepState.DONE, StepState.SKIPPED):
+                continue
+            current["name"] = step["name"]
+            step.update(state=StepState.RUNNING, started_at=timezone.now().isoformat(), error="")
+            _save_steps(deployment, claim)
+            if step["name"] == deployment.steps[-1]["name"]:
+                # The last step moves the live pointer: make sure nobody else holds the
+                # deployment and the version is still deployable before doing it.
+                heartbeat()
+            pulse = _Heartbeat(deployment.pk, claim)
+            pulse.start()
+            try:
+                outcome = backend.run_step(step["name"], ctx) or {}
+            finally:
+                pulse.stop()
+            skipped = bool(outcome.pop("skipped", False))
+            step.update(
+                state=StepState.SKIPPED if skipped else StepState.DONE,
+                finished_at=timezone.now().isoformat(),
+                result=outcome,
+            )
+            results[step["name"]] = outcome
+            _save_steps(deployment, claim)
+        return _deployment_succeed(deployment, claim=claim)
+    except DeploymentLost:
+        logger.warning("Deployment #%s was taken over or finished elsewhere.", deployment.pk)
+        return None
+    except DeploymentStepError as exc:
+        return _deployment_fail_running(
+            deployment, claim=claim, step=current["name"], error=str(exc)
+        )
+    except Exception as exc:  # noqa: BLE001 - any unexpected error fails the deployment cleanly
+        logger.exception("Deployment #%s failed", deployment.pk)
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return _deployment_fail_running(deployment, claim=claim, step=current["name"], error=detail)
+
+
+def _deployment_fail_running(
+    deployment: Deployment, *, claim: str, step: str, error: str
+) -> Deployment | None:
+    for item in deployment.steps:
+        if item["name"] == step:
+            item.update(state=StepState.FAILED, finished_at=timezone.now().isoformat(), error=error)
+    with transaction.atomic():
+        locked = Deployment.objects.select_for_update(of=("self",)).get(pk=deployment.pk)
+        if locked.claim != claim or locked.state != DeploymentState.RUNNING:
+            return None
+        locked.steps = deployment.steps
+        locked.error = error
+        _set_state(
+            locked,
+            DeploymentState.FAILED,
+            reason=error,
+            fields=("steps", "error"),
+            data={"step": step},
+        )
+        deployment_log(
+            locked, f"Failed at {step or 'start'}: {error}", level=LogLevel.ERROR, step=step
+        )
+        _on_commit_task("notify_deployment_failed", locked.pk)
+    return locked
+
+
+def _deployment_succeed(deployment: Deployment, *, claim: str) -> Deployment | None:
+    """Move the live pointer and close the deployment, in one transaction."""
+    now = timezone.now()
+    with transaction.atomic():
+        locked = (
+            Deployment.objects.select_for_update(of=("self",))
+            .select_related("endpoint", "version", "model")
+            .get(pk=deployment.pk)
+        )
+        if locked.claim != claim or locked.state != DeploymentState.RUNNING:
+            return None
+        live = (
+            LiveVersion.objects.select_for_update(of=("self",))
+            .select_related("deployment")
+            .filter(endpoint=locked.endpoint, model=locked.model)
+            .first()
+        )
+        replaced = live.deployment if live else None
+        LiveVersionHistory.objects.filter(
+            endpoint=locked.endpoint, model=locked.model, until__isnull=True
+        ).update(until=now)
+        LiveVersionHistory.objects.create(
+            endpoint=locked.endpoint,
+            model=locked.model,
+            version=locked.version,
+            deployment=locked,
+            since=now,
+        )
+        LiveVersion.objects.update_or_create(
+            endpoint=locked.endpoint,
+            model=locked.model,
+            defaults={"version": locked.version, "deployment": locked, "since": now},
+        )
+        locked.steps = deployment.steps
+        locked.result = {step["name"]: step.get("result", {}) for step in deployment.steps}
+        _set_state(
+            locked,
+            DeploymentState.SUCCEEDED,
+            fields=("steps", "result"),
+            data={"live_version": locked.version.version},
+        )
+        if replaced is not None and replaced.pk != locked.pk:
+            replaced_state = (
+                DeploymentState.ROLLED_BACK
+                if locked.kind == DeploymentKind.ROLLBACK
+                else DeploymentState.SUPERSEDED
+            )
+            replaced = Deployment.objects.select_for_update(of=("self",)).get(pk=replaced.pk)
+            if replaced_state in DEPLOYMENT_TRANSITIONS.get(replaced.state, set()):
+                _set_state(
+                    replaced,
+                    replaced_state,
+                    reason=f"Replaced by deployment #{locked.pk}.",
+                    data={"by": locked.pk},
+                )
+        deployment_log(
+            locked,
+            f"{locked.version} is live on {locked.endpoint.name}"
+            + (f" (was v{replaced.version.version})." if replaced else "."),
+        )
+    return locked
+
+
+@transaction.atomic
+def deployment_fail(
+    *, actor, deployment: Deployment, reason: str, source: str = Source.WORKER
+) -> Deployment:
+    """Fail a deployment that cannot finish (its worker is gone for good). The live pointer
+    stays where it was."""
+    deployment = Deployment.objects.select_for_update(of=("self",)).get(pk=deployment.pk)
+    if deployment.state in FINISHED_DEPLOYMENT_STATES:
+        return deployment
+    for step in deployment.steps:
+        if step["state"] == StepState.RUNNING:
+            step.update(state=StepState.FAILED, error=reason)
+    deployment.error = reason
+    deployment.claim = ""
+    _set_state(
+        deployment,
+        DeploymentState.FAILED,
+        actor=actor,
+        reason=reason,
+        source=source,
+        fields=("steps", "error", "claim"),
+    )
+    deployment_log(deployment, reason, level=LogLevel.ERROR)
+    _on_commit_task("notify_deployment_failed", deployment.pk)
+    return deployment
+
+
+def deployments_resume_stuck(*, now: datetime | None = None) -> dict[str, list[int]]:
+    """Find deployments whose worker went away: hand them back to be resumed from their
+    recorded steps, or fail them cleanly once they ran out of attempts or time."""
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.BERTH_DEPLOYMENT_STALE_SECONDS)
+    too_old = now - timedelta(seconds=settings.BERTH_DEPLOYMENT_TIMEOUT_SECONDS)
+    outcome: dict[str, list[int]] = {"resumed": [], "failed": []}
+    candidates = Deployment.objects.filter(
+        state__in=[DeploymentState.PENDING, DeploymentState.RUNNING]
+    ).values_list("pk", flat=True)
+    for pk in list(candidates):
+        with transaction.atomic():
+            deployment = (
+                Deployment.objects.select_for_update(skip_locked=True, of=("self",)).filter(pk=pk).first()
+            )
+            if deployment is None or deployment.state in FINISHED_DEPLOYMENT_STATES:
+                continue
+            last_sign = deployment.heartbeat_at or deployment.created_at
+            if last_sign > stale:
+                continue
+            started = deployment.started_at or deployment.created_at
+            if deployment.attempts >= settings.BERTH_DEPLOYMENT_MAX_ATTEMPTS or started < too_old:
+                deployment_fail(
+                    actor=None,
+                    deployment=deployment,
+                    reason=(
+                        f"The worker stopped after {deployment.attempts} attempt(s) and "
+                        f"{int((now - started).total_seconds())} s; "
+                        "the live version was not changed."
+                    ),
+                )
+                outcome["failed"].append(pk)
+                continue
+            if deployment.state == DeploymentState.RUNNING:
+                deployment.claim = ""
+                _set_state(
+                    deployment,
+                    DeploymentState.PENDING,
+                    reason="No sign of life from its worker; queued again to resume.",
+                    fields=("claim",),
+                )
+            deployment_log(
+                deployment,
+                "No sign of life from the worker; queued again to resume from the recorded steps.",
+                level=LogLevel.WARNING,
+            )
+            _on_commit_task("deployment_execute", deployment.pk)
+            outcome["resumed"].append(pk)
+    return outcome
+
+
+# Promotion requests ----------------------------------------------------------------------
+
+
+@transaction.atomic
+def promotion_request_create(
+    *,
+    actor,
+    version: ModelVersion,
+    target_endpoint: Endpoint,
+    comment: str = "",
+    source: str = Source.BROWSER,
+) -> PromotionRequest:
+    """Ask for `version` to be deployed to a production endpoint. The version must have
+    succeeded on a staging endpoint; the evidence (its tests, that deployment, load tests,
+    the lineage diff against production) is attached here."""
+    _require(actor, PROMOTION_PERMISSION, "You may not request promotions.")
+    target_endpoint = Endpoint.objects.select_related("environment").get(pk=target_endpoint.pk)
+    if not target_endpoint.environment.requires_approval:
+        raise ServiceError(
+            f"{target_endpoint.name} needs no approval: deploy to it directly.",
+            field="target_endpoint",
+        )
+    staging = selectors.staging_success(version=version)
+    if staging is None:
+        raise ServiceError(
+            f"{version} has not been deployed successfully to a staging endpoint yet.",
+            field="version",
+            code="not_on_staging",
+        )
+    if version.status != VersionStatus.PACKAGED:
+        raise ServiceError(f"{version} is not packaged.", field="version", code="not_packaged")
+    live = LiveVersion.objects.filter(endpoint=target_endpoint, model=version.model).first()
+    if live is not None and live.version_id == version.pk:
+        raise Conflict(f"{version} is already live on {target_endpoint.name}.", code="already_live")
+    evidence = selectors.promotion_evidence(
+        version=version, staging_deployment=staging, target_endpoint=target_endpoint
+    )
+    try:
+        with transaction.atomic():
+            promotion = PromotionRequest.objects.create(
+                version=version,
+                target_endpoint=target_endpoint,
+                staging_deployment=staging,
+                comment=comment.strip(),
+                evidence=evidence,
+                requested_by=actor,
+                source=source,
+            )
+    except IntegrityError as exc:
+        raise Conflict(
+            f"A promotion of {version} to {target_endpoint.name} is already waiting for approval.",
+            code="promotion_pending",
+        ) from exc
+    audit_record(
+        actor=actor,
+        action="promotion.request",
+        target=promotion,
+        to_state=PromotionState.PENDING,
+        reason=promotion.comment,
+        data={"version": version.version, "endpoint": target_endpoint.name},
+        source=source,
+    )
+    _on_commit_task("notify_approval_needed", promotion.pk)
+    return promotion
+
+
+def _decide(
+    *, actor, promotion: PromotionRequest, to_state: str, comment: str, source: str
+) -> PromotionRequest:
+    promotion = (
+        PromotionRequest.objects.select_for_update(of=("self",))
+        .select_related("version__model", "target_endpoint__environment", "requested_by")
+        .get(pk=promotion.pk)
+    )
+    if (
+        to_state == PromotionState.APPROVED
+        and actor is not None
+        and actor.pk == promotion.requested_by_id
+    ):
+        # Four eyes: https://en.wikipedia.org/wiki/Two-man_rule — whatever the actor's rights.
+        raise PermissionDenied(
+            "You requested this promotion; another approver has to approve it.",
+            code="own_request",
+        )
+    _require(actor, APPROVE_PERMISSION, "Only members of the approver group decide promotions.")
+    if to_state not in PROMOTION_TRANSITIONS.get(promotion.state, set()):
+        raise InvalidTransition(
+            f"This promotion request is already {promotion.get_state_display().lower()}.",
+            field="state",
+        )
+    from_state = promotion.state
+    promotion.state = to_state
+    promotion.decided_by = actor
+    promotion.decided_at = timezone.now()
+    promotion.decision_comment = comment.strip()
+    promotion.save(update_fields=["state", "decided_by", "decided_at", "decision_comment"])
+    audit_record(
+        actor=actor,
+        action=f"promotion.{to_state}",
+        target=promotion,
+        from_state=from_state,
+        to_state=to_state,
+        reason=promotion.decision_comment,
+        source=source,
+    )
+    return promotion
+
+
+@transaction.atomic
+def promotion_approve(
+    *, actor, promotion: PromotionRequest, comment: str = "", source: str = Source.BROWSER
+) -> PromotionRequest:
+    """Approve a promotion request and start the production deployment. The requester can
+    never approve their own request."""
+    promotion = _decide(
+        actor=actor,
+        promotion=promotion,
+        to_state=PromotionState.APPROVED,
+        comment=comment,
+        source=source,
+    )
+    deployment = _create_deployment(
+        actor=actor,
+        endpoint=promotion.target_endpoint,
+        version=promotion.version,
+        source=source,
+        promotion=promotion,
+        reason=f"Promotion #{promotion.pk} approved by {actor.get_username()}.",
+    )
+    promotion.deployment = deployment
+    promotion.save(update_fields=["deployment"])
+    _on_commit_task("notify_promotion_decided", promotion.pk)
+    return promotion
+
+
+@transaction.atomic
+def promotion_reject(
+    *, actor, promotion: PromotionRequest, comment: str, source: str = Source.BROWSER
+) -> PromotionRequest:
+    """Reject a promotion request; say why."""
+    if not comment.strip():
+        raise ServiceError("Say why the request is rejected.", field="comment")
+    promotion = _decide(
+        actor=actor,
+        promotion=promotion,
+        to_state=PromotionState.REJECTED,
+        comment=comment,
+        source=source,
+    )
+    _on_commit_task("notify_promotion_decided", promotion.pk)
+    return promotion

@@ -1,0 +1,190 @@
+"""Pages: the four-step wizard keeps what was entered across back/next, deploys to staging
+or turns production into a promotion request; approval pages obey the four-eyes rule;
+list pages make a fixed number of queries."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from deployments.choices import DeploymentState, PromotionState
+from deployments.models import Deployment, Endpoint, PromotionRequest
+
+from .factories import packaged_version, queue_answer, run, sagemaker_endpoint, user_in
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def browser(client, scientist):
+    client.force_login(scientist)
+    return client
+
+
+def test_wizard_walks_four_steps_keeping_data_and_deploys(browser, scientist):
+    version = packaged_version(registered_by=scientist)
+    start = browser.get("/deployments/new/")
+    assert start.status_code == 302
+    page = browser.get("/deployments/new/1/")
+    assert b"demo_ensemble" in page.content and b"3/3 passed" in page.content
+    assert browser.post("/deployments/new/1/", {"version": version.pk}).url == "/deployments/new/2/"
+
+    step2 = browser.post("/deployments/new/2/", {"choice": "existing", "endpoint": "local-staging"})
+    assert step2.url == "/deployments/new/3/"
+    step3 = browser.get("/deployments/new/3/")
+    assert step3.context["form"].initial["autoscaling_max_instances"] == 2  # prefilled
+    autoscaling = {
+        "autoscaling_min_instances": 1,
+        "autoscaling_max_instances": 3,
+        "target_invocations_per_instance": 250,
+        "scale_in_cooldown_seconds": 600,
+        "scale_out_cooldown_seconds": 30,
+    }
+    # Back keeps what was typed; next shows it again.
+    assert (
+        browser.post("/deployments/new/3/", {**autoscaling, "back": "1"}).url
+        == "/deployments/new/2/"
+    )
+    again = browser.get("/deployments/new/2/")
+    assert again.context["form"].initial["endpoint"] == "local-staging"
+    assert (
+        browser.get("/deployments/new/3/").context["form"].initial["autoscaling_max_instances"] == 3
+    )
+    assert browser.post("/deployments/new/3/", autoscaling).url == "/deployments/new/4/"
+
+    review = browser.get("/deployments/new/4/")
+    text = review.content.decode()
+    assert "Place demo_ensemble_1.tar.gz" in text
+    assert "first live version" in text
+    assert "autoscaling max instances 2 → 3" in text
+    done = browser.post("/deployments/new/4/", {"confirm": "1", "comment": "first"})
+    deployment = Deployment.objects.get()
+    assert done.url == f"/deployments/{deployment.pk}/"
+    assert (deployment.endpoint.name, deployment.source, deployment.state) == (
+        "local-staging",
+        "browser",
+        DeploymentState.PENDING,
+    )
+    assert Endpoint.objects.get(name="local-staging").autoscaling_max_instances == 3
+    progress = browser.get(f"/deployments/{deployment.pk}/progress/")
+    assert b'hx-trigger="every 1s"' in progress.content  # polls while it runs
+
+
+def test_wizard_refuses_versions_that_are_not_packaged(browser, scientist):
+    from registry.choices import VersionStatus
+
+    version = packaged_version(registered_by=scientist, status=VersionStatus.TESTED)
+    page = browser.post("/deployments/new/1/", {"version": version.pk})
+    assert page.status_code == 200 and b"not packaged" in page.content
+
+
+def test_wizard_new_sagemaker_endpoint(browser, scientist, aws):
+    version = packaged_version(registered_by=scientist)
+    browser.post("/deployments/new/1/", {"version": version.pk})
+    incomplete = browser.post(
+        "/deployments/new/2/",
+        {"choice": "new", "name": "sm-new", "environment": "staging", "backend": "sagemaker"},
+    )
+    assert incomplete.status_code == 200 and incomplete.context["form"].errors["s3_prefix"]
+    browser.post(
+        "/deployments/new/2/",
+        {
+            "choice": "new",
+            "name": "sm-new",
+            "environment": "staging",
+            "backend": "sagemaker",
+            "instance_type": "ml.g5.2xlarge",
+            "initial_instance_count": 2,
+            "execution_role_arn": "arn:aws:iam::123456789012:role/r",
+            "s3_prefix": "s3://berth-models/new/",
+        },
+    )
+    step3 = browser.get("/deployments/new/3/")
+    browser.post("/deployments/new/3/", step3.context["form"].initial)
+    review = browser.get("/deployments/new/4/").content.decode()
+    assert "Create the staging endpoint sm-new" in review and "2 × ml.g5.2xlarge" in review
+    browser.post("/deployments/new/4/", {"confirm": "1"})
+    endpoint = Endpoint.objects.get(name="sm-new")
+    assert (endpoint.instance_type, endpoint.initial_instance_count) == ("ml.g5.2xlarge", 2)
+    assert Deployment.objects.get().endpoint == endpoint
+
+
+def test_production_in_the_wizard_becomes_a_promotion_request(browser, scientist, aws):
+    staging = sagemaker_endpoint("sm-staging", "staging")
+    version = packaged_version(registered_by=scientist)
+    from deployments import services
+
+    queue_answer(version.test_cases[0])
+    run(services.deployment_start(actor=scientist, endpoint=staging, version=version))
+
+    browser.post("/deployments/new/1/", {"version": version.pk})
+    browser.post("/deployments/new/2/", {"choice": "existing", "endpoint": "local-production"})
+    browser.post("/deployments/new/3/", browser.get("/deployments/new/3/").context["form"].initial)
+    review = browser.get("/deployments/new/4/").content.decode()
+    assert "Request promotion" in review and "promotion request" in review
+    answer = browser.post("/deployments/new/4/", {"confirm": "1", "comment": "please"})
+    promotion = PromotionRequest.objects.get()
+    assert answer.url == f"/approvals/{promotion.pk}/"
+    assert promotion.comment == "please" and promotion.state == PromotionState.PENDING
+    assert not Deployment.objects.filter(endpoint__name="local-production").exists()
+
+
+def test_approval_page_four_eyes(client, scientist, approver, aws):
+    from deployments import services
+
+    staging = sagemaker_endpoint("sm-staging", "staging")
+    production = sagemaker_endpoint("sm-production", "production")
+    requester = user_in("approver", username="req")
+    requester.groups.add(*scientist.groups.all())
+    version = packaged_version(registered_by=requester)
+    queue_answer(version.test_cases[0])
+    run(services.deployment_start(actor=requester, endpoint=staging, version=version))
+    promotion = services.promotion_request_create(
+        actor=requester, version=version, target_endpoint=production
+    )
+
+    client.force_login(requester)
+    page = client.get(f"/approvals/{promotion.pk}/").content.decode()
+    assert "another approver has to approve it" in page
+    refused = client.post(f"/approvals/{promotion.pk}/approve/", {"comment": "me"}, follow=True)
+    assert "another approver has to approve it" in refused.content.decode()
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.PENDING
+
+    client.force_login(approver)
+    approved = client.post(f"/approvals/{promotion.pk}/approve/", {"comment": "ok"})
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.APPROVED
+    assert approved.url == f"/deployments/{promotion.deployment_id}/"
+
+
+def test_pages_render_and_list_queries_are_fixed(browser, scientist, aws):
+    from deployments import services
+
+    staging = sagemaker_endpoint("sm-staging", "staging")
+
+    def counts():
+        result = {}
+        for url in ("/endpoints/", "/deployments/", "/approvals/?state="):
+            with CaptureQueriesContext(connection) as queries:
+                assert browser.get(url).status_code == 200
+            result[url] = len(queries)
+        return result
+
+    version = packaged_version(registered_by=scientist)
+    queue_answer(version.test_cases[0])
+    run(services.deployment_start(actor=scientist, endpoint=staging, version=version))
+    before = counts()
+    for number in range(3):
+        sagemaker_endpoint(f"sm-more-{number}", "staging")
+        other = packaged_version(registered_by=scientist)
+        queue_answer(other.test_cases[0])
+        run(
+            services.deployment_start(
+                actor=scientist,
+                endpoint=Endpoint.objects.get(name=f"sm-more-{number}"),
+                version=other,
+            )
+        )
+    assert counts() == before
+    assert browser.get("/endpoints/sm-staging/").status_code == 200
+    assert browser.get("/endpoints/new/").status_code == 200
