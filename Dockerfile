@@ -1,0 +1,40 @@
+# Berth: the portal (web, worker, beat) and the local data plane share this image.
+# The data plane runs the Triton Inference Server binary that the nvidia-pytriton wheel
+# ships (glibc >= 2.35: Debian bookworm's 2.36 qualifies).
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONPATH=/app \
+    DJANGO_SETTINGS_MODULE=portal.settings \
+    BERTH_VAR_DIR=/var/lib/berth
+
+# libgomp1: onnxruntime's OpenMP; the Triton binary and its libraries come inside the wheel.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY portal ./portal
+COPY registry ./registry
+COPY deployments ./deployments
+COPY monitoring ./monitoring
+COPY dataplane ./dataplane
+RUN pip install .
+# Templates, static files and manage.py live next to the packages, not inside them; the
+# code runs from /app (PYTHONPATH) so Django finds them.
+COPY manage.py ./
+COPY templates ./templates
+COPY static ./static
+
+# Named volumes mounted here inherit this ownership, so the non-root user can write them.
+RUN useradd --create-home --uid 1000 berth \
+    && mkdir -p /var/lib/berth /var/lib/berth-dataplane \
+    && chown -R berth:berth /var/lib/berth /var/lib/berth-dataplane
+USER berth
+
+EXPOSE 8000 8081
+CMD ["gunicorn", "portal.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", "--timeout", "300", "--access-logfile", "-"]
