@@ -1,6 +1,7 @@
 """DRF authentication with hashed API tokens: `Authorization: Bearer berth_...` (or `Token`)."""
 
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from .models import ApiToken, hash_token
@@ -14,7 +15,9 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         if not header or header[0].decode(errors="replace").lower() not in self.keywords:
             return None
         if len(header) != 2:
-            raise exceptions.AuthenticationFailed("Authorization header must be '<Bearer> <token>'.")
+            raise exceptions.AuthenticationFailed(
+                "Authorization header must be '<Bearer> <token>'."
+            )
         raw = header[1].decode(errors="replace")
         token = (
             ApiToken.objects.select_related("user")
@@ -31,3 +34,17 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request):
         return "Bearer"
+
+
+class ApiTokenScheme(OpenApiAuthenticationExtension):
+    """Describes token auth in the OpenAPI schema, so generated clients send the header."""
+
+    target_class = "portal.authentication.ApiTokenAuthentication"
+    name = "apiToken"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API token created in the portal.",
+        }

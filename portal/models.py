@@ -19,7 +19,9 @@ class ApiToken(models.Model):
     """A bearer token a user creates for CI. Only its SHA-256 is stored; the raw token is
     shown once, at creation."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, help_text="First characters, to recognise a token.")
     token_hash = models.CharField(max_length=64, unique=True)

@@ -22,7 +22,9 @@ def token_list(request):
     new_token = None
     if request.method == "POST":
         try:
-            _, new_token = services.token_create(actor=request.user, name=request.POST.get("name", ""))
+            _, new_token = services.token_create(
+                actor=request.user, name=request.POST.get("name", "")
+            )
         except ServiceError as exc:
             messages.error(request, exc.message)
     tokens = ApiToken.objects.filter(user=request.user)

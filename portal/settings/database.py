@@ -13,5 +13,7 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share one file: wait on the lock rather than fail at once.
-    DATABASES["default"]["OPTIONS"] = {"timeout": 20}
+    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # A file, not memory, so a Celery worker process started by the tests sees the test data.
+    DATABASES["default"]["TEST"] = {"NAME": str(var_dir() / "test-berth.sqlite3")}

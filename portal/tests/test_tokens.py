@@ -20,14 +20,18 @@ def test_token_is_stored_hashed_and_authenticates(client, user):
     assert raw not in {token.token_hash, token.prefix}
     assert AuditEvent.objects.filter(action="token.create", target_id=str(token.pk)).exists()
 
-    response = client.get(reverse("api-schema") + "?format=json", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    response = client.get(
+        reverse("api-schema") + "?format=json", HTTP_AUTHORIZATION=f"Bearer {raw}"
+    )
     assert response.status_code == 200
 
 
 def test_revoked_token_is_refused(client, user):
     token, raw = services.token_create(actor=user, name="ci")
     services.token_revoke(actor=user, token_id=token.pk)
-    response = client.get(reverse("api-schema") + "?format=json", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    response = client.get(
+        reverse("api-schema") + "?format=json", HTTP_AUTHORIZATION=f"Bearer {raw}"
+    )
     assert response.status_code == 401
     assert "revoked" in response.json()["detail"]
 
