@@ -62,16 +62,6 @@ def chromium():
         browser.close()
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    from dataplane.tests.gateway_fixtures import GatewayProcess
-
-    process = GatewayProcess(tmp_path_factory.mktemp("gateway"), [])
-    process.start()
-    yield process
-    process.stop()
-
-
 @pytest.fixture
 def portal(celery_worker_factory, gateway, settings, live_server):
     seed_reference_data()

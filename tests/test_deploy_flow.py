@@ -49,16 +49,6 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.2, worker=None, w
     raise AssertionError(f"Timed out waiting for {what}\n{worker.log_tail() if worker else ''}")
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    from dataplane.tests.gateway_fixtures import GatewayProcess
-
-    process = GatewayProcess(tmp_path_factory.mktemp("gateway"), [])
-    process.start()
-    yield process
-    process.stop()
-
-
 @pytest.fixture
 def deploy_worker(celery_worker_factory, gateway, settings):
     """Reference data back in place (transactional tests flush it), the portal and the worker

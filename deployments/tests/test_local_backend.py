@@ -21,16 +21,6 @@ from .factories import RegisteredModelFactory, packaged_version, run
 pytestmark = [pytest.mark.django_db, pytest.mark.triton]
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    from dataplane.tests.gateway_fixtures import GatewayProcess
-
-    process = GatewayProcess(tmp_path_factory.mktemp("gateway"), [])
-    process.start()
-    yield process
-    process.stop()
-
-
 @pytest.fixture
 def local(gateway, settings):
     settings.BERTH_DATAPLANE_URL = gateway.url
