@@ -29,6 +29,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -229,6 +230,26 @@ class StubProcess:
 # The process
 
 
+def _die_with_parent():
+    """A pre-exec hook asking Linux to SIGKILL Triton when the process that launched it dies,
+    even by SIGKILL, so a killed gateway or worker leaves no server holding memory and ports.
+    The signal follows the launching *thread*, so it is only armed from the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def arm() -> None:
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the hook ran
+            os._exit(1)
+
+    return arm
+
+
 class TritonProcess:
     """A tritonserver process in explicit model-control mode bound to 127.0.0.1.
 
@@ -375,6 +396,7 @@ class TritonProcess:
                 cwd=str(self.log_path.parent),
                 # Own process group: stop() can signal Triton and every stub it started at once.
                 start_new_session=True,
+                preexec_fn=_die_with_parent() if sys.platform == "linux" else None,
             )
         except OSError as exc:
             self._log_file.close()

@@ -233,3 +233,44 @@ def test_start_failure_reports_tritons_log(tmp_path: Path) -> None:
     assert "invalid argument for --model-control-mode" in info.value.log_tail
     assert info.value.log_tail in str(info.value)
     assert not server.alive
+
+
+def test_triton_dies_with_the_process_that_launched_it(tmp_path: Path) -> None:
+    """A worker or gateway killed with SIGKILL must not leave a server holding memory."""
+    import subprocess
+    import sys
+
+    (tmp_path / "repo").mkdir()
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; "
+            "from dataplane.triton import TritonProcess; "
+            "p = TritonProcess(Path(sys.argv[1])); p.start(); print(p.pid, flush=True); "
+            "time.sleep(600)",
+            str(tmp_path / "repo"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        triton_pid = int(launcher.stdout.readline())
+        assert psutil.pid_exists(triton_pid)
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait(10)
+        deadline = time.monotonic() + 10
+        while psutil.pid_exists(triton_pid) and time.monotonic() < deadline:
+            try:
+                if psutil.Process(triton_pid).status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.1)
+        gone = not psutil.pid_exists(triton_pid) or (
+            psutil.Process(triton_pid).status() == psutil.STATUS_ZOMBIE
+        )
+        assert gone, "tritonserver outlived the process that started it"
+    finally:
+        launcher.kill()

@@ -112,6 +112,7 @@ def test_version_page_shows_lineage_problems_results_package_and_history(browser
     assert "setosa-like" in html and "1 / 1 passed" in html
     assert "iris_2.tar.gz" in html and "cd" * 32 in html
     assert "packaging → packaged" in html and "Packaged as iris_2.tar.gz." in html
+    assert f"{reverse('deployments:wizard-start')}?model=iris&amp;version=2" in html
     assert 'hx-trigger="every 2s"' not in html  # nothing moves: no polling
     assert (
         browser.get(
