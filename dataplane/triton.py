@@ -365,6 +365,10 @@ class TritonProcess:
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         # Model code must not write .pyc files into the (read-mostly) model repository.
         env["PYTHONDONTWRITEBYTECODE"] = "1"
+        # Every Python-backend instance is a process of its own: numpy's OpenBLAS would start
+        # a thread per core in each, which slows every load (a third of a stub's start-up)
+        # and oversubscribes the CPU. One thread each unless the operator says otherwise.
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")
         if not self.gpu:
             env["CUDA_VISIBLE_DEVICES"] = ""
         return env

@@ -188,6 +188,18 @@ def test_memory_of_a_loaded_model_shows_in_its_stub(triton: TritonServer, tmp_pa
     assert not [s for s in triton.stub_processes() if s.model == "heavy"]
 
 
+def test_stubs_run_numpys_blas_on_one_thread_unless_told_otherwise(
+    triton: TritonServer, tmp_path: Path
+) -> None:
+    src = write_python_model_repository(tmp_path / "src", "lean")
+    prepare_repository(src, triton.repository)
+    triton.load("lean")
+    [stub] = [s for s in triton.stub_processes() if s.model == "lean"]
+    environment = psutil.Process(stub.pid).environ()
+    assert environment["OPENBLAS_NUM_THREADS"] == os.environ.get("OPENBLAS_NUM_THREADS", "1")
+    triton.unload("lean")
+
+
 def test_stop_after_a_crash_leaves_no_process_or_shared_memory(tmp_path: Path) -> None:
     repo = tmp_path / "repository"
     prepare_repository(write_python_model_repository(tmp_path / "src", "scale"), repo)
