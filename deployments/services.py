@@ -493,12 +493,6 @@ def deployment_execute(*, deployment_id: int, claim: str) -> Deployment | None:
     deployment = _claim(deployment_id, claim)
     if deployment is None:
         return None
-    backend = backend_for(deployment.endpoint)
-    planned = {s.name: s for s in backend.plan(deployment.endpoint)}
-    if [s["name"] for s in deployment.steps] != list(planned):
-        deployment.steps = [
-            {"name": s.name, "label": s.label, "state": StepState.PENDING} for s in planned.values()
-        ]
     results: dict[str, Any] = {}
 
     def log(message: str, level: str = LogLevel.INFO, *, step: str = "") -> None:
@@ -513,6 +507,15 @@ def deployment_execute(*, deployment_id: int, claim: str) -> Deployment | None:
     current: dict[str, Any] = {"name": ""}
     ctx = StepContext(deployment=deployment, log=log, heartbeat=heartbeat, results=results)
     try:
+        # Inside the try: a backend that cannot even be set up fails the deployment with its
+        # reason instead of leaving it running until the stuck-deployment sweep.
+        backend = backend_for(deployment.endpoint)
+        planned = {s.name: s for s in backend.plan(deployment.endpoint)}
+        if [s["name"] for s in deployment.steps] != list(planned):
+            deployment.steps = [
+                {"name": s.name, "label": s.label, "state": StepState.PENDING}
+                for s in planned.values()
+            ]
         for step in deployment.steps:
             if step["state"] in (StepState.DONE, StepState.SKIPPED):
                 continue
@@ -680,7 +683,9 @@ def deployments_resume_stuck(*, now: datetime | None = None) -> dict[str, list[i
     for pk in list(candidates):
         with transaction.atomic():
             deployment = (
-                Deployment.objects.select_for_update(skip_locked=True, of=("self",)).filter(pk=pk).first()
+                Deployment.objects.select_for_update(skip_locked=True, of=("self",))
+                .filter(pk=pk)
+                .first()
             )
             if deployment is None or deployment.state in FINISHED_DEPLOYMENT_STATES:
                 continue

@@ -241,6 +241,23 @@ def test_stuck_deployment_out_of_attempts_fails_cleanly(
     assert mail.outbox and mail.outbox[0].to == [scientist.email]
 
 
+def test_a_backend_that_cannot_be_set_up_fails_the_deployment_with_its_reason(
+    scientist, staging, monkeypatch
+):
+    from deployments.backends.sagemaker import SageMakerBackend
+
+    def no_plan(self, endpoint):
+        raise RuntimeError("the endpoint's region has no Triton image")
+
+    version = packaged_version(registered_by=scientist)
+    started = services.deployment_start(actor=scientist, endpoint=staging, version=version)
+    monkeypatch.setattr(SageMakerBackend, "plan", no_plan)  # broken by the time a worker runs
+    deployment = run(started)
+    assert deployment.state == DeploymentState.FAILED
+    assert "the endpoint's region has no Triton image" in deployment.error
+    assert not LiveVersion.objects.exists()
+
+
 def test_fresh_deployments_are_left_alone_by_the_beat_task(scientist, staging):
     version = packaged_version(registered_by=scientist)
     services.deployment_start(actor=scientist, endpoint=staging, version=version)
