@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -67,8 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
     gpu = parser.add_mutually_exclusive_group()
     gpu.add_argument("--gpu", dest="gpu", action="store_true", default=None)
     gpu.add_argument("--no-gpu", dest="gpu", action="store_false")
+    parser.add_argument(
+        "--admin-token",
+        default=os.environ.get("BERTH_DATAPLANE_ADMIN_TOKEN") or None,
+        help="bearer token the admin API asks for (default: $BERTH_DATAPLANE_ADMIN_TOKEN); "
+        "required when --host is not a loopback address",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,6 +95,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.endpoint and args.store_root is None:
         sys.exit("--endpoint needs --store-root (each endpoint's store is <store-root>/NAME)")
+    if not args.admin_token and not is_loopback(args.host):
+        # The admin API places models and switches what serves: never open beyond this host.
+        sys.exit(
+            f"--host {args.host} is reachable from other machines: set --admin-token "
+            "(or BERTH_DATAPLANE_ADMIN_TOKEN) so the admin API is not open to them"
+        )
     settings = GatewaySettings(
         state_dir=args.state_dir,
         store_root=args.store_root,
@@ -88,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         default_budget_bytes=args.default_budget,
         gpu=args.gpu,
         endpoints=args.endpoint,
+        admin_token=args.admin_token,
     )
     coroutine = serve(Gateway(settings), args.host, args.port)
     try:

@@ -82,6 +82,8 @@ class GatewaySettings:
     gpu: bool | None = None  # None: use a GPU when NVML finds one.
     # Endpoints named on the command line: (name, budget or None to keep the saved one).
     endpoints: list[tuple[str, int | None]] = field(default_factory=list)
+    # Bearer token the admin API asks for; None leaves it open (loopback-only gateways).
+    admin_token: str | None = None
 
 
 @dataclass(eq=False)

@@ -13,6 +13,7 @@ logic as a coroutine.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import signal
 import time
@@ -29,6 +30,7 @@ from dataplane.errors import (
 )
 from dataplane.gateway import Endpoint, Gateway, LoadedModel
 from dataplane.httpserver import (
+    AsyncHandler,
     HttpConnection,
     HttpRequest,
     HttpResponse,
@@ -504,8 +506,35 @@ def map_error(exc: Exception) -> HttpResponse | None:
     return None
 
 
+def require_token(token: str | None, handler: AsyncHandler) -> AsyncHandler:
+    """`handler`, answering 401 unless the request carries `Authorization: Bearer <token>`."""
+    if not token:
+        return handler
+    expected = f"Bearer {token}".encode()
+
+    async def guarded(request: HttpRequest) -> HttpResponse:
+        given = request.headers.get("authorization", "").encode("latin-1", "replace")
+        if not hmac.compare_digest(given, expected):
+            response = error_response(
+                GatewayError(
+                    401,
+                    "Unauthorized",
+                    "The admin API needs Authorization: Bearer <the gateway's admin token>.",
+                )
+            )
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        return await handler(request)
+
+    return guarded
+
+
 def build_server(gateway: Gateway) -> HttpServer:
-    """The HTTP server with every route of the gateway."""
+    """The HTTP server with every route of the gateway.
+
+    Invocations, `/ping` and `/metrics` are open, as on a SageMaker container; the admin
+    routes ask for the admin token when the gateway has one.
+    """
     router = Router()
     limit = gateway.settings.max_request_bytes
     server = HttpServer(
@@ -517,18 +546,23 @@ def build_server(gateway: Gateway) -> HttpServer:
     router.add_direct("POST", "/endpoints/", "/invocations", InvocationHandler(gateway, server))
     admin = AdminApi(gateway)
     router.add("GET", "/ping", admin.ping)
-    router.add("GET", "/admin/status", admin.status)
-    router.add("GET", "/admin/endpoints", admin.list_endpoints)
-    router.add("PUT", "/admin/endpoints/{endpoint}", admin.put_endpoint)
-    router.add("GET", "/admin/endpoints/{endpoint}/models", admin.list_models)
-    router.add("POST", "/admin/endpoints/{endpoint}/models/{target_model}/load", admin.load_model)
-    router.add(
+    token = gateway.settings.admin_token
+
+    def admin_route(method: str, pattern: str, handler: AsyncHandler) -> None:
+        router.add(method, pattern, require_token(token, handler))
+
+    admin_route("GET", "/admin/status", admin.status)
+    admin_route("GET", "/admin/endpoints", admin.list_endpoints)
+    admin_route("PUT", "/admin/endpoints/{endpoint}", admin.put_endpoint)
+    admin_route("GET", "/admin/endpoints/{endpoint}/models", admin.list_models)
+    admin_route("POST", "/admin/endpoints/{endpoint}/models/{target_model}/load", admin.load_model)
+    admin_route(
         "POST", "/admin/endpoints/{endpoint}/models/{target_model}/unload", admin.unload_model
     )
-    router.add("GET", "/admin/endpoints/{endpoint}/aliases", admin.list_aliases)
-    router.add("PUT", "/admin/endpoints/{endpoint}/aliases/{model}", admin.put_alias)
-    router.add("GET", "/admin/endpoints/{endpoint}/metrics", admin.endpoint_metrics)
-    router.add("POST", "/admin/metric-data", admin.metric_data)
+    admin_route("GET", "/admin/endpoints/{endpoint}/aliases", admin.list_aliases)
+    admin_route("PUT", "/admin/endpoints/{endpoint}/aliases/{model}", admin.put_alias)
+    admin_route("GET", "/admin/endpoints/{endpoint}/metrics", admin.endpoint_metrics)
+    admin_route("POST", "/admin/metric-data", admin.metric_data)
     router.add("GET", "/metrics", admin.prometheus)
     return server
 

@@ -74,7 +74,9 @@ def metric_target(endpoint) -> MetricTarget:
         )
     return MetricTarget(
         endpoint=endpoint,
-        source=LocalDataPlaneSource(settings.BERTH_DATAPLANE_URL),
+        source=LocalDataPlaneSource(
+            settings.BERTH_DATAPLANE_URL, token=settings.BERTH_DATAPLANE_ADMIN_TOKEN
+        ),
         source_endpoint=endpoint.dataplane_endpoint or endpoint.name,
     )
 

@@ -213,8 +213,9 @@ class LocalDataPlaneSource(MetricSource):
     kind = "local"
     per_model = True
 
-    def __init__(self, base_url: str, *, timeout: float = 5.0):
+    def __init__(self, base_url: str, *, token: str = "", timeout: float = 5.0):
         self.base_url = base_url.rstrip("/")
+        self.auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout = timeout
 
     def _call(self, method: str, path: str, body: dict | None = None) -> dict:
@@ -223,7 +224,7 @@ class LocalDataPlaneSource(MetricSource):
             self.base_url + path,
             data=data,
             method=method,
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            headers={"Content-Type": "application/json", "Accept": "application/json", **self.auth},
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:

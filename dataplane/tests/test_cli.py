@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from dataplane.__main__ import build_parser, parse_endpoint, parse_size
+from dataplane.__main__ import build_parser, is_loopback, main, parse_endpoint, parse_size
 
 
 def test_sizes_accept_bytes_and_binary_or_decimal_units() -> None:
@@ -38,3 +38,21 @@ def test_endpoints_take_an_optional_budget() -> None:
     )
     assert args.endpoint == [("a", None), ("b", 1024**3)]
     assert args.max_request_bytes == 1024**2 and args.port == 8081 and args.gpu is None
+
+
+def test_a_gateway_reachable_from_other_machines_needs_an_admin_token(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.delenv("BERTH_DATAPLANE_ADMIN_TOKEN", raising=False)
+    with pytest.raises(SystemExit, match="set --admin-token"):
+        main(["--host", "0.0.0.0", "--state-dir", str(tmp_path)])
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.5")
+    assert not is_loopback("dataplane")
+
+
+def test_the_admin_token_comes_from_the_environment_by_default(monkeypatch) -> None:
+    monkeypatch.setenv("BERTH_DATAPLANE_ADMIN_TOKEN", "s3cret")
+    assert build_parser().parse_args(["--state-dir", "/tmp/d"]).admin_token == "s3cret"
+    monkeypatch.setenv("BERTH_DATAPLANE_ADMIN_TOKEN", "")
+    assert build_parser().parse_args(["--state-dir", "/tmp/d"]).admin_token is None

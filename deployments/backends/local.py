@@ -46,8 +46,10 @@ class GatewayError(DeploymentStepError):
 class GatewayClient:
     """The data plane gateway's admin API (JSON over HTTP)."""
 
-    def __init__(self, base_url: str | None = None):
+    def __init__(self, base_url: str | None = None, *, token: str | None = None):
         self.base_url = (base_url or settings.BERTH_DATAPLANE_URL).rstrip("/")
+        token = settings.BERTH_DATAPLANE_ADMIN_TOKEN if token is None else token
+        self.auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = urllib3.PoolManager(retries=False)
 
     def request(
@@ -59,12 +61,15 @@ class GatewayClient:
         timeout: float = ADMIN_TIMEOUT_SECONDS,
     ) -> dict[str, Any]:
         url = self.base_url + path
+        headers = dict(self.auth)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         try:
             response = self.http.request(
                 method,
                 url,
                 body=json.dumps(body).encode() if body is not None else None,
-                headers={"Content-Type": "application/json"} if body is not None else None,
+                headers=headers,
                 timeout=urllib3.Timeout(connect=5, read=timeout),
             )
         except urllib3.exceptions.HTTPError as exc:

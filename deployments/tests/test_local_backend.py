@@ -12,9 +12,10 @@ import pytest
 from botocore.config import Config
 
 from deployments import services
-from deployments.backends.local import GatewayClient, sha256_of
+from deployments.backends.local import GatewayClient, GatewayError, sha256_of
 from deployments.choices import DeploymentState, StepState
 from deployments.models import Endpoint, LiveVersion
+from monitoring.sources import LocalDataPlaneSource
 
 from .factories import RegisteredModelFactory, packaged_version, run
 
@@ -126,3 +127,51 @@ def test_unreachable_data_plane_fails_with_a_clear_reason(scientist, settings, t
     assert failed.state == DeploymentState.FAILED
     assert "did not answer" in failed.error
     assert {s["name"]: s["state"] for s in failed.steps}["ensure_endpoint"] == StepState.FAILED
+
+
+ADMIN_TOKEN = "dataplane-admin-token-for-tests"
+
+
+@pytest.fixture(scope="module")
+def guarded_gateway(tmp_path_factory):
+    """A data plane whose admin API asks for a token (as docker-compose runs it)."""
+    from dataplane.tests.gateway_fixtures import GatewayProcess
+
+    process = GatewayProcess(
+        tmp_path_factory.mktemp("guarded"), [], extra_args=["--admin-token", ADMIN_TOKEN]
+    )
+    process.start()
+    yield process
+    process.stop()
+
+
+def test_a_guarded_data_plane_serves_the_portal_and_refuses_everyone_else(
+    guarded_gateway, settings, scientist
+):
+    settings.BERTH_DATAPLANE_URL = guarded_gateway.url
+    settings.BERTH_DATAPLANE_STORE = str(guarded_gateway.store_root)
+    settings.BERTH_DATAPLANE_ADMIN_TOKEN = ADMIN_TOKEN
+    version = packaged_version(model=RegisteredModelFactory(owner=scientist))
+    endpoint = Endpoint.objects.get(name="local-staging")
+    deployment = run(services.deployment_start(actor=scientist, endpoint=endpoint, version=version))
+    assert deployment.state == DeploymentState.SUCCEEDED, deployment.error
+
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": ADMIN_TOKEN}):
+        status, answer_headers, body = guarded_gateway.request(
+            "GET", "/admin/endpoints/local-staging/aliases", headers=headers
+        )
+        assert (status, answer_headers["WWW-Authenticate"]) == (401, "Bearer")
+        assert json.loads(body)["ErrorCode"] == "Unauthorized"
+    with pytest.raises(GatewayError, match="answered 401"):
+        GatewayClient(guarded_gateway.url, token="").aliases("local-staging")
+
+    # Invocations, health and metrics stay open, as on a SageMaker container.
+    case = version.test_cases[0]
+    answer = invoke(guarded_gateway, "local-staging", "demo_ensemble", case)
+    assert np.allclose(
+        probabilities(answer), np.ravel(case["expected"]["PROBABILITIES"]["data"]), atol=1e-4
+    )
+    assert guarded_gateway.get("/ping")[0] == 200
+    assert guarded_gateway.get("/metrics")[0] == 200
+    source = LocalDataPlaneSource(guarded_gateway.url, token=ADMIN_TOKEN)
+    assert source.target_models(endpoint="local-staging") == ["demo_ensemble_1.tar.gz"]
