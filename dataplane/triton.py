@@ -342,6 +342,10 @@ class TritonProcess:
             "--exit-on-error=false",
             "--strict-readiness=false",
             "--exit-timeout-secs=10",
+            # Completing a Python model's config starts a stub of its own before the serving
+            # one: 2.0 s instead of 0.35 s to load the demo ensemble. Configs declare their
+            # inputs and outputs instead (registry validation checks it).
+            "--disable-auto-complete-config",
             f"--log-verbose={self.log_verbose}",
             # Unique shared-memory names, so a killed server's regions can be found and removed.
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",

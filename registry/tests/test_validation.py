@@ -228,3 +228,26 @@ def test_archive_without_models(tmp_path, content):
     report = validate_repository(tmp_path / "extracted")
     assert len(report.problems) == 1
     assert "No model found" in report.problems[0].message
+
+
+def test_python_models_declare_their_io_since_triton_completes_no_config(tmp_path):
+    write_demo_repository(tmp_path)
+    (tmp_path / "berth.yaml").unlink()
+    write(
+        tmp_path,
+        {
+            "completes/config.pbtxt": """
+                backend: "python"
+                """,
+            "completes/1/model.py": """
+                class TritonPythonModel:
+                    @staticmethod
+                    def auto_complete_config(config):
+                        return config
+                """,
+        },
+    )
+    found = [p for p in validate_repository(tmp_path).problems if p.file.startswith("completes")]
+    assert len(found) == 1
+    assert "declares no outputs" in found[0].message
+    assert "auto_complete_config() in model.py is not called" in found[0].message

@@ -122,6 +122,18 @@ def _datatype_name(value: int) -> str:
     return "BYTES" if name == "STRING" else name
 
 
+def _completes_its_own_config(info: ModelInfo) -> bool:
+    """Whether the model's newest model.py defines auto_complete_config (Triton's hook)."""
+    filename = info.config.default_model_filename or "model.py"
+    for number in reversed(info.versions):
+        try:
+            source = (info.folder / str(number) / filename).read_text(errors="replace")
+        except OSError:
+            continue
+        return "def auto_complete_config" in source
+    return False
+
+
 def _is_model_folder(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink() and (path / CONFIG_FILE).is_file()
 
@@ -336,6 +348,17 @@ class _Validator:
                     self.add(
                         file, f"{kind.capitalize()} {spec.name!r}: dims must be -1 or more.", line
                     )
+        if info.backend == "python" and (
+            not config.output or (not config.input and _completes_its_own_config(info))
+        ):
+            self.add(
+                file,
+                f"Python model {info.name} declares no "
+                f"{'outputs' if not config.output else 'inputs'} in config.pbtxt. Berth tests "
+                "and serves with Triton's config auto-completion off (it would start every "
+                "Python model twice per load), so auto_complete_config() in model.py is not "
+                "called: declare the inputs and outputs in config.pbtxt.",
+            )
         if info.is_ensemble and not config.input:
             self.add(file, "An ensemble must declare its inputs.")
         if info.is_ensemble and not config.output:
