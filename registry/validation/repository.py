@@ -124,7 +124,7 @@ def _datatype_name(value: int) -> str:
 
 def _completes_its_own_config(info: ModelInfo) -> bool:
     """Whether the model's newest model.py defines auto_complete_config (Triton's hook)."""
-    filename = info.config.default_model_filename or "model.py"
+    filename = info.config.default_model_filename or DEFAULT_MODEL_FILE["python"]
     for number in reversed(info.versions):
         try:
             source = (info.folder / str(number) / filename).read_text(errors="replace")
