@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dataplane.gateway import Gateway, GatewaySettings
 from dataplane.server import serve
+from dataplane.staging import DEFAULT_NICENESS
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
@@ -75,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="bearer token the admin API asks for (default: $BERTH_DATAPLANE_ADMIN_TOKEN); "
         "required when --host is not a loopback address",
     )
+    parser.add_argument(
+        "--staging-niceness",
+        type=int,
+        choices=range(20),
+        default=DEFAULT_NICENESS,
+        metavar="0-19",
+        help="nice value of the processes that fetch and unpack packages, so that loads "
+        f"yield the CPU to serving (default {DEFAULT_NICENESS})",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -112,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         gpu=args.gpu,
         endpoints=args.endpoint,
         admin_token=args.admin_token,
+        staging_niceness=args.staging_niceness,
     )
     coroutine = serve(Gateway(settings), args.host, args.port)
     try:

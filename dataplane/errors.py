@@ -58,6 +58,13 @@ class GatewayError(Exception):
         self.error_code = error_code or error_type
         self.extra = extra or {}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised in staging processes (dataplane.staging) and rebuilt in the gateway.
+        return (
+            _rebuild_gateway_error,
+            (self.status, self.error_type, self.message, self.error_code, self.extra),
+        )
+
     def body(self) -> bytes:
         payload: dict[str, Any] = {"ErrorCode": self.error_code, "Message": self.message}
         payload.update(self.extra)
@@ -65,6 +72,12 @@ class GatewayError(Exception):
 
     def headers(self) -> dict[str, str]:
         return {"Content-Type": "application/json", "x-amzn-ErrorType": self.error_type}
+
+
+def _rebuild_gateway_error(
+    status: int, error_type: str, message: str, error_code: str, extra: dict[str, Any]
+) -> GatewayError:
+    return GatewayError(status, error_type, message, error_code=error_code, extra=extra)
 
 
 def validation_error(

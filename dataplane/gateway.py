@@ -28,9 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from dataplane.archive import ArchiveLimits, UnsafeArchive, safe_extract, sha256_file
+from dataplane.archive import ArchiveLimits
 from dataplane.errors import (
     GatewayError,
     insufficient_memory,
@@ -46,11 +44,17 @@ from dataplane.metrics import (
     endpoint_dimensions,
     model_dimensions,
 )
-from dataplane.modelconfig import ConfigError, read_model_config
-from dataplane.shim import model_folders, prepare_repository
+from dataplane.staging import (
+    DEFAULT_NICENESS,
+    StagingPool,
+    place_package,
+    read_memory,
+    remove_served_folders,
+    remove_tree,
+    stage_package,
+)
 from dataplane.stores import (
     ModelStore,
-    PackageNotFound,
     StoreError,
     check_name,
     is_package_name,
@@ -84,6 +88,8 @@ class GatewaySettings:
     endpoints: list[tuple[str, int | None]] = field(default_factory=list)
     # Bearer token the admin API asks for; None leaves it open (loopback-only gateways).
     admin_token: str | None = None
+    # Nice value of the processes that stage packages (dataplane.staging): below serving.
+    staging_niceness: int = DEFAULT_NICENESS
 
 
 @dataclass(eq=False)
@@ -263,6 +269,7 @@ class Gateway:
             self.repository, log_path=self.state_dir / "triton.log", gpu=self.gpu
         )
         self.supervisor.on_restart(self._forget_loaded_models)
+        self.staging = StagingPool(gpu=self.gpu, niceness=settings.staging_niceness)
         self.metrics = MetricsRegistry(settings.metrics_window_minutes)
         self.endpoints: dict[str, Endpoint] = {}
         self._sampler: asyncio.Task[None] | None = None
@@ -290,7 +297,7 @@ class Gateway:
             elif budget:
                 existing.configure(store, budget)
         self._save_endpoints()
-        await self.supervisor.start()
+        await asyncio.gather(self.staging.start(), self.supervisor.start())
         host_utilization()  # The first CPU reading only sets the baseline.
         self._sampler = asyncio.create_task(self._sample_forever(), name="metrics-sampler")
 
@@ -298,6 +305,7 @@ class Gateway:
         if self._sampler is not None:
             self._sampler.cancel()
         await self.supervisor.stop()
+        await asyncio.to_thread(self.staging.stop)
 
     # -- endpoints ------------------------------------------------------------------------
 
@@ -416,70 +424,39 @@ class Gateway:
             if endpoint.loading.get(target) is future:
                 del endpoint.loading[target]
 
-    def _stage(self, endpoint: Endpoint, target: str, work: Path) -> tuple[Path, str]:
-        """Fetch, verify and unpack a package (in a worker thread); (repository, entry model)."""
-        package = work / "package" / target
-        try:
-            endpoint.store.fetch(target, package)
-        except PackageNotFound as exc:
-            raise validation_error(
-                f"Could not find model data for {target} in the model store of endpoint "
-                f"{endpoint.name} ({endpoint.store_location}).",
-                error_code="ModelNotFound",
-            ) from exc
-        except StoreError as exc:
-            raise service_unavailable(str(exc)) from exc
-        expected = endpoint.store.expected_sha256(target)
-        if expected is not None:
-            actual = sha256_file(package)
-            if actual != expected:
-                raise validation_error(
-                    f"Model data for {target} does not match its sha256 (expected {expected}, "
-                    f"got {actual}).",
-                    error_code="ChecksumMismatch",
-                )
-        repository = work / "repository"
-        try:
-            safe_extract(package, repository, self.settings.archive_limits)
-        except UnsafeArchive as exc:
-            raise validation_error(
-                f"Model data for {target} was refused: {exc}", error_code="InvalidModelData"
-            ) from exc
-        package.unlink(missing_ok=True)
-        return repository, entry_model(repository, target)
-
     async def _load_package(self, endpoint: Endpoint, target: str) -> LoadOutcome:
         supervisor = self.supervisor
         generation = await supervisor.wait_ready(self.settings.load_timeout)
         started = time.perf_counter()
         work = self.work_dir / uuid.uuid4().hex
         prefix = endpoint.prefix(target)
+        staging = self.staging
         try:
-            source, entry = await asyncio.to_thread(self._stage, endpoint, target, work)
+            source, entry = await staging.run(
+                stage_package,
+                endpoint.store_location,
+                endpoint.name,
+                target,
+                work,
+                self.settings.archive_limits,
+            )
             async with supervisor.repository_lock:
                 if supervisor.generation != generation:
                     raise service_unavailable("Triton restarted while loading; retry.")
-                self._remove_served_folders(prefix)
-                try:
-                    names = await asyncio.to_thread(
-                        prepare_repository, source, self.repository, prefix=prefix, gpu=self.gpu
-                    )
-                except (ConfigError, ValueError, OSError) as exc:
-                    raise validation_error(
-                        f"Model data for {target} is not a usable Triton repository: {exc}",
-                        error_code="InvalidModelData",
-                    ) from exc
+                names = await staging.run(
+                    place_package, source, self.repository, prefix, self.gpu, target
+                )
                 downloading_us = (time.perf_counter() - started) * 1e6
                 served = names[entry]
                 await self._make_room(endpoint, endpoint.estimate(target), keep=target)
                 loading_started = time.perf_counter()
-                before = await asyncio.to_thread(self.probe.read, supervisor.pid)
+                before = await staging.run(read_memory, supervisor.pid)
                 ok, reason = await supervisor.load(served, self.settings.load_timeout)
                 if not ok and is_out_of_memory(reason):
                     # SageMaker's answer to an out-of-memory load: free memory, try once more.
                     log.warning("out of memory loading %s; evicting and retrying", target)
                     await self._make_room(endpoint, endpoint.budget_bytes + 1, keep=target)
-                    before = await asyncio.to_thread(self.probe.read, supervisor.pid)
+                    before = await staging.run(read_memory, supervisor.pid)
                     ok, reason = await supervisor.load(served, self.settings.load_timeout)
                     if not ok and is_out_of_memory(reason):
                         await self._discard(served, list(names.values()), prefix)
@@ -492,7 +469,7 @@ class Gateway:
                     raise model_error(
                         500, f"Failed to load model {target}: {reason}", model_name=target
                     )
-                after = await asyncio.to_thread(self.probe.read, supervisor.pid)
+                after = await staging.run(read_memory, supervisor.pid)
                 loading_us = (time.perf_counter() - loading_started) * 1e6
                 if supervisor.generation != generation:
                     raise service_unavailable("Triton restarted while loading; retry.")
@@ -514,7 +491,7 @@ class Gateway:
                 # The measured footprint may be larger than the estimate: settle the budget.
                 await self._make_room(endpoint, 0, keep=target)
         finally:
-            await asyncio.to_thread(shutil.rmtree, work, True)
+            await staging.run(remove_tree, work)
         for dims in (endpoint.dimensions, endpoint.model_dims(target)):
             self.metrics.record("ModelDownloadingTime", dims, downloading_us)
             self.metrics.record("ModelLoadingTime", dims, loading_us)
@@ -533,14 +510,7 @@ class Gateway:
         """Forget a failed load: ask Triton to unload what it may hold, remove the folders."""
         with contextlib.suppress(UpstreamError):
             await self.supervisor.unload(served, served_names, timeout=30.0)
-        self._remove_served_folders(prefix)
-
-    def _remove_served_folders(self, prefix: str) -> None:
-        if not self.repository.exists():
-            return
-        for folder in self.repository.iterdir():
-            if folder.name.startswith(prefix):
-                shutil.rmtree(folder, ignore_errors=True)
+        await self.staging.run(remove_served_folders, self.repository, prefix)
 
     # -- memory ---------------------------------------------------------------------------
 
@@ -569,7 +539,7 @@ class Gateway:
             except UpstreamError as exc:
                 log.warning("unloading %s failed: %s", model.served_name, exc)
         unloading_us = (time.perf_counter() - started) * 1e6
-        self._remove_served_folders(model.prefix)
+        await self.staging.run(remove_served_folders, self.repository, model.prefix)
         for dims in (endpoint.dimensions, endpoint.model_dims(model.target_model)):
             self.metrics.record("ModelUnloadingTime", dims, unloading_us)
         log.info(
@@ -616,50 +586,6 @@ class Gateway:
             except Exception:
                 log.exception("metrics sample failed")
             await asyncio.sleep(self.settings.sample_interval)
-
-
-def entry_model(repository: Path, target: str) -> str:
-    """The model clients invoke: berth.yaml's `model:`, else the one model no ensemble uses."""
-    folders = {folder.name: folder for folder in model_folders(repository)}
-    if not folders:
-        raise validation_error(
-            f"Model data for {target} holds no model folder (a folder with config.pbtxt).",
-            error_code="InvalidModelData",
-        )
-    berth_yaml = repository / "berth.yaml"
-    if berth_yaml.is_file():
-        try:
-            spec = yaml.safe_load(berth_yaml.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise validation_error(
-                f"berth.yaml of {target} does not parse: {exc}", error_code="InvalidModelData"
-            ) from exc
-        named = spec.get("model") if isinstance(spec, dict) else None
-        if named:
-            if named not in folders:
-                raise validation_error(
-                    f"berth.yaml of {target} names model {named!r}, which the package lacks.",
-                    error_code="InvalidModelData",
-                )
-            return str(named)
-    steps: set[str] = set()
-    for folder in folders.values():
-        try:
-            config = read_model_config(folder / "config.pbtxt")
-        except ConfigError as exc:
-            raise validation_error(
-                f"{folder.name}/config.pbtxt of {target}: {exc}", error_code="InvalidModelData"
-            ) from exc
-        for step in config.ensemble_scheduling.step:
-            steps.add(step.model_name)
-    roots = sorted(set(folders) - steps)
-    if len(roots) != 1:
-        raise validation_error(
-            f"Cannot tell which model of {target} to invoke ({', '.join(roots) or 'none'}); "
-            "name it with `model:` in berth.yaml.",
-            error_code="InvalidModelData",
-        )
-    return roots[0]
 
 
 def _consume_exception(future: asyncio.Future[Any]) -> None:

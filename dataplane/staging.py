@@ -1,0 +1,257 @@
+"""Staging packages for Triton in helper processes: fetch, verify, unpack, place, measure.
+
+Serving runs on the gateway's event loop, one thread. The rest of a model load (reading the
+package from its store, hashing it, unpacking it, rewriting its configs into the serving
+repository, walking /proc for the Triton tree's memory) is Python that holds the GIL for
+milliseconds at a time. In a thread of the same process that work stalls every request
+arriving meanwhile, up to the interpreter's 5 ms switch interval each time, which doubled the
+hot models' p99 whenever another model loaded. In processes of their own, at a lower CPU
+priority, the kernel shares the CPU at a much finer grain and serving goes first.
+
+The functions here run in those processes (`StagingPool.run`): module-level, arguments and
+results that pickle, and client-facing failures raised as `GatewayError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from dataplane.archive import ArchiveLimits, UnsafeArchive, safe_extract, sha256_file
+from dataplane.errors import service_unavailable, validation_error
+from dataplane.memory import MemoryProbe, MemoryReading
+from dataplane.modelconfig import ConfigError, read_model_config
+from dataplane.shim import model_folders, prepare_repository
+from dataplane.stores import ModelStore, PackageNotFound, StoreError, open_store
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# How much lower than serving the staging processes run (nice value, 0 to 19). At 10 a
+# staging process gets about a tenth of a core's share against a busy serving process, and
+# all of the CPU serving leaves idle.
+DEFAULT_NICENESS = 10
+# Two processes: one slow store (an S3 fetch) does not hold up every other load.
+DEFAULT_PROCESSES = 2
+
+
+# ---------------------------------------------------------------------------------------------
+# The pool
+
+
+class StagingPool:
+    """Helper processes at lower CPU priority that run this module's functions."""
+
+    def __init__(
+        self,
+        *,
+        gpu: bool,
+        niceness: int = DEFAULT_NICENESS,
+        processes: int = DEFAULT_PROCESSES,
+    ) -> None:
+        self.gpu = gpu
+        self.niceness = niceness
+        self.processes = processes
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # Spawned, not forked: the gateway has gRPC and event-loop threads a fork would copy
+        # mid-flight.
+        return ProcessPoolExecutor(
+            max_workers=self.processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(os.getpid(), self.niceness, self.gpu),
+        )
+
+    async def start(self) -> None:
+        """Start the processes now, so the first load does not wait for their imports."""
+        self._pool = self._new_pool()
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(self._pool, _ready) for _ in range(self.processes))
+        )
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` in a staging process; a pool whose process died is replaced."""
+        loop = asyncio.get_running_loop()
+        if self._pool is None:
+            self._pool = self._new_pool()
+        pool = self._pool
+        try:
+            return await loop.run_in_executor(pool, function, *args)
+        except BrokenProcessPool:
+            # Killed from outside (the OOM killer, an operator): the work is repeatable.
+            log.warning("a staging process died; starting new ones")
+            if self._pool is pool:
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool()
+            return await loop.run_in_executor(self._pool, function, *args)
+
+    def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+_probe: MemoryProbe | None = None
+_stores: dict[str, ModelStore] = {}
+
+
+def _start_worker(parent: int, niceness: int, gpu: bool) -> None:
+    global _probe
+    if niceness:
+        os.nice(niceness)
+    if sys.platform == "linux":
+        # End with the gateway, even a SIGKILLed one.
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(0)
+    # The gateway handles Ctrl-C and stops this pool itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _probe = MemoryProbe(use_gpu=gpu)
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+def _store(location: str) -> ModelStore:
+    store = _stores.get(location)
+    if store is None:
+        store = _stores[location] = open_store(location)
+    return store
+
+
+# ---------------------------------------------------------------------------------------------
+# The work
+
+
+def stage_package(
+    store_location: str, endpoint: str, target: str, work: Path, limits: ArchiveLimits
+) -> tuple[Path, str]:
+    """Fetch, verify and unpack a package into `work`; (its repository, its entry model)."""
+    store = _store(store_location)
+    package = work / "package" / target
+    try:
+        store.fetch(target, package)
+    except PackageNotFound as exc:
+        raise validation_error(
+            f"Could not find model data for {target} in the model store of endpoint "
+            f"{endpoint} ({store_location}).",
+            error_code="ModelNotFound",
+        ) from exc
+    except StoreError as exc:
+        raise service_unavailable(str(exc)) from exc
+    expected = store.expected_sha256(target)
+    if expected is not None:
+        actual = sha256_file(package)
+        if actual != expected:
+            raise validation_error(
+                f"Model data for {target} does not match its sha256 (expected {expected}, "
+                f"got {actual}).",
+                error_code="ChecksumMismatch",
+            )
+    repository = work / "repository"
+    try:
+        safe_extract(package, repository, limits)
+    except UnsafeArchive as exc:
+        raise validation_error(
+            f"Model data for {target} was refused: {exc}", error_code="InvalidModelData"
+        ) from exc
+    package.unlink(missing_ok=True)
+    return repository, entry_model(repository, target)
+
+
+def place_package(
+    source: Path, repository: Path, prefix: str, gpu: bool, target: str
+) -> dict[str, str]:
+    """Replace the served folders under `prefix` with the models of `source` (shimmed,
+    renamed); {original model name: served model name}."""
+    remove_served_folders(repository, prefix)
+    try:
+        return prepare_repository(source, repository, prefix=prefix, gpu=gpu)
+    except (ConfigError, ValueError, OSError) as exc:
+        raise validation_error(
+            f"Model data for {target} is not a usable Triton repository: {exc}",
+            error_code="InvalidModelData",
+        ) from exc
+
+
+def remove_served_folders(repository: Path, prefix: str) -> None:
+    """Remove the serving repository's folders of one package (all named `<prefix>...`)."""
+    if not repository.exists():
+        return
+    for folder in repository.iterdir():
+        if folder.name.startswith(prefix):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def read_memory(pid: int | None) -> MemoryReading:
+    """Resident (and GPU) memory of the Triton process tree rooted at `pid`."""
+    probe = _probe or MemoryProbe(use_gpu=False)
+    return probe.read(pid)
+
+
+def entry_model(repository: Path, target: str) -> str:
+    """The model clients invoke: berth.yaml's `model:`, else the one model no ensemble uses."""
+    folders = {folder.name: folder for folder in model_folders(repository)}
+    if not folders:
+        raise validation_error(
+            f"Model data for {target} holds no model folder (a folder with config.pbtxt).",
+            error_code="InvalidModelData",
+        )
+    berth_yaml = repository / "berth.yaml"
+    if berth_yaml.is_file():
+        try:
+            spec = yaml.safe_load(berth_yaml.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise validation_error(
+                f"berth.yaml of {target} does not parse: {exc}", error_code="InvalidModelData"
+            ) from exc
+        named = spec.get("model") if isinstance(spec, dict) else None
+        if named:
+            if named not in folders:
+                raise validation_error(
+                    f"berth.yaml of {target} names model {named!r}, which the package lacks.",
+                    error_code="InvalidModelData",
+                )
+            return str(named)
+    steps: set[str] = set()
+    for folder in folders.values():
+        try:
+            config = read_model_config(folder / "config.pbtxt")
+        except ConfigError as exc:
+            raise validation_error(
+                f"{folder.name}/config.pbtxt of {target}: {exc}", error_code="InvalidModelData"
+            ) from exc
+        for step in config.ensemble_scheduling.step:
+            steps.add(step.model_name)
+    roots = sorted(set(folders) - steps)
+    if len(roots) != 1:
+        raise validation_error(
+            f"Cannot tell which model of {target} to invoke ({', '.join(roots) or 'none'}); "
+            "name it with `model:` in berth.yaml.",
+            error_code="InvalidModelData",
+        )
+    return roots[0]
