@@ -23,10 +23,12 @@ from dataplane.examples import (
 )
 from dataplane.shim import prepare_repository
 from dataplane.triton import (
+    DEFAULT_PYTHON_BACKEND_THREADS,
     TritonInferError,
     TritonLoadError,
     TritonServer,
     TritonStartError,
+    python_backend_threads,
 )
 
 pytestmark = pytest.mark.triton
@@ -198,6 +200,30 @@ def test_stubs_run_numpys_blas_on_one_thread_unless_told_otherwise(
     environment = psutil.Process(stub.pid).environ()
     assert environment["OPENBLAS_NUM_THREADS"] == os.environ.get("OPENBLAS_NUM_THREADS", "1")
     triton.unload("lean")
+
+
+def test_a_python_model_instance_keeps_few_triton_threads(
+    triton: TritonServer, tmp_path: Path
+) -> None:
+    # Triton's own default (32 threads per instance) made every instance cost ~35 threads.
+    src = write_python_model_repository(tmp_path / "src", "threads")
+    prepare_repository(src, triton.repository)
+    before = psutil.Process(triton.pid).num_threads()
+    triton.load("threads")
+    added = psutil.Process(triton.pid).num_threads() - before
+    triton.unload("threads")
+    assert 0 < added <= DEFAULT_PYTHON_BACKEND_THREADS + 6
+
+
+def test_python_backend_threads_must_be_a_positive_number(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BERTH_TRITON_PYTHON_THREADS", "16")
+    assert python_backend_threads() == 16
+    for bad in ("0", "-2", "many"):
+        monkeypatch.setenv("BERTH_TRITON_PYTHON_THREADS", bad)
+        with pytest.raises(TritonStartError, match="BERTH_TRITON_PYTHON_THREADS"):
+            python_backend_threads()
 
 
 def test_stop_after_a_crash_leaves_no_process_or_shared_memory(tmp_path: Path) -> None:
