@@ -25,6 +25,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +109,22 @@ class LoadedModel:
     in_flight: int = 0
     invocations: int = 0
     infer_path: str = ""
+    # The package's own name for the model clients invoke (served_name without the prefix).
+    model_name: str = ""
 
     def footprint(self, gpu: bool) -> int:
         return self.gpu_bytes if gpu else self.rss_bytes
+
+    @cached_property
+    def answer_renaming(self) -> tuple[bytes, bytes]:
+        """(`"model_name":"<served name>"`, `"model_name":"<model name>"`) as Triton writes
+        them (raw UTF-8), so an answer names the model as the package does, as SageMaker's
+        Triton would, not by the name it has in this gateway's shared repository."""
+
+        def key(name: str) -> bytes:
+            return b'"model_name":' + json.dumps(name, ensure_ascii=False).encode()
+
+        return key(self.served_name), key(self.model_name or self.served_name)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -484,6 +498,7 @@ class Gateway:
                     generation=generation,
                     last_used=time.time(),
                     infer_path=f"/v2/models/{served}/infer",
+                    model_name=entry,
                 )
                 endpoint.known_footprints[target] = model.footprint(self.gpu)
                 endpoint.loaded[target] = model

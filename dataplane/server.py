@@ -54,7 +54,9 @@ _FORWARDED = (
     ("inference-header-content-length", "Inference-Header-Content-Length"),
     ("content-encoding", "Content-Encoding"),
 )
-_RETURNED = (("inference-header-content-length", "Inference-Header-Content-Length"),)
+# The answer's JSON part's length when Triton answers with the binary tensor extension.
+_JSON_LENGTH_KEY = "inference-header-content-length"
+_JSON_LENGTH_HEADER = "Inference-Header-Content-Length"
 # How Triton's HTTP frontend words a body it cannot parse as a KServe v2 JSON request.
 _PARSE_FAILURES = ("failed to parse the request JSON buffer", "Unable to parse ")
 
@@ -200,7 +202,7 @@ class InvocationHandler:
             model_us = (time.perf_counter() - sent) * 1e6
             model.invocations += 1
             try:
-                self._answer(connection, endpoint, target, started, response, model_us, True)
+                self._answer(connection, endpoint, target, model, started, response, model_us, True)
             except Exception as exc:  # Never leave the client without an answer.
                 log.exception("answering %s on %s failed", target, endpoint.name)
                 failure = GatewayError(500, "InternalFailure", f"internal error: {exc}")
@@ -215,6 +217,7 @@ class InvocationHandler:
         connection: HttpConnection,
         endpoint: Endpoint,
         target: str,
+        model: LoadedModel,
         started: float,
         response: UpstreamResponse,
         model_us: float,
@@ -228,11 +231,18 @@ class InvocationHandler:
             "Content-Type": response.headers.get("content-type", "application/json"),
             _VARIANT_HEADER: "AllTraffic",
         }
-        for key, name_out in _RETURNED:
-            value = response.headers.get(key)
-            if value is not None:
-                out[name_out] = value
-        connection.respond(200, response.body, out)
+        body = response.body
+        served_key, model_key = model.answer_renaming
+        json_length = response.headers.get(_JSON_LENGTH_KEY)
+        if json_length is None:
+            # Triton writes "model_name" first: the first match is the answer's own.
+            body = body.replace(served_key, model_key, 1)
+        else:
+            # Binary tensor extension: rename inside the JSON header only, and say its length.
+            header = body[: int(json_length)].replace(served_key, model_key, 1)
+            body = header + body[int(json_length) :]
+            out[_JSON_LENGTH_HEADER] = str(len(header))
+        connection.respond(200, body, out)
         self._record(endpoint, target, started, model_us, cache_hit, 2)
 
     def _answer_error(
@@ -301,7 +311,9 @@ class InvocationHandler:
                     model.in_flight -= 1
                 model_us = (time.perf_counter() - sent) * 1e6
                 model.invocations += 1
-                self._answer(connection, endpoint, target, started, response, model_us, cache_hit)
+                self._answer(
+                    connection, endpoint, target, model, started, response, model_us, cache_hit
+                )
                 return
             raise service_unavailable(f"Triton is restarting; retry the request for {target}.")
         except GatewayError as error:

@@ -72,7 +72,10 @@ def test_boto3_invoke_endpoint_works_unchanged(gw: GatewayProcess) -> None:
         Body=infer_body(X),
         ContentType="application/json",
     )
-    assert output(json.loads(response["Body"].read())) == [3.0, 6.0, 9.0, 12.0]
+    answer = json.loads(response["Body"].read())
+    assert output(answer) == [3.0, 6.0, 9.0, 12.0]
+    # The package's own model name, not the one it has in the gateway's repository.
+    assert answer["model_name"] == "boto"
     assert response["ContentType"].startswith("application/json")
     assert response["InvokedProductionVariant"] == "AllTraffic"
 
@@ -420,3 +423,4 @@ def test_binary_tensor_extension_passes_through(gw: GatewayProcess) -> None:
         payload, header_length=int(headers["Inference-Header-Content-Length"])
     )
     np.testing.assert_array_equal(result.as_numpy("OUTPUT"), x * 2)
+    assert result.get_response()["model_name"] == "binary"
