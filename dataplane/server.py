@@ -239,8 +239,9 @@ class InvocationHandler:
             body = body.replace(served_key, model_key, 1)
         else:
             # Binary tensor extension: rename inside the JSON header only, and say its length.
-            header = body[: int(json_length)].replace(served_key, model_key, 1)
-            body = header + body[int(json_length) :]
+            split = int(json_length)
+            header = body[:split].replace(served_key, model_key, 1)
+            body = header + body[split:]
             out[_JSON_LENGTH_HEADER] = str(len(header))
         connection.respond(200, body, out)
         self._record(endpoint, target, started, model_us, cache_hit, 2)

@@ -209,8 +209,8 @@ def remove_tree(path: Path) -> None:
 
 def read_memory(pid: int | None) -> MemoryReading:
     """Resident (and GPU) memory of the Triton process tree rooted at `pid`."""
-    probe = _probe or MemoryProbe(use_gpu=False)
-    return probe.read(pid)
+    assert _probe is not None, "read_memory runs in a staging process (see _start_worker)"
+    return _probe.read(pid)
 
 
 def entry_model(repository: Path, target: str) -> str:
