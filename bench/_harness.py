@@ -6,8 +6,11 @@ import json
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -71,4 +74,74 @@ def warm(gw: GatewayProcess, endpoint: str, package: str) -> dict:
     return data
 
 
-__all__ = ["GatewayProcess", "python_package", "start_gateway", "gateway_target", "direct_target"]
+@dataclass
+class CpuShare:
+    """CPU seconds (user + system) spent by each part of the serving path over a run."""
+
+    seconds: dict[str, float]
+
+    def per_request(self, requests: int) -> dict[str, float]:
+        """Microseconds of CPU per request, part by part."""
+        return {part: s / max(requests, 1) * 1e6 for part, s in self.seconds.items()}
+
+    @staticmethod
+    def line(requests: int, share: CpuShare) -> str:
+        parts = share.per_request(requests)
+        text = "  ".join(f"{part} {us:.0f}" for part, us in parts.items())
+        return f"CPU us/request: {text}  = {sum(parts.values()):.0f}"
+
+
+class CpuMeter:
+    """Reads the CPU time of the load generator (this process), the gateway, its Triton
+    and Triton's stub processes, so a run's cost per request can be split between them."""
+
+    PARTS = ("loadgen", "gateway", "triton", "stubs")
+
+    def __init__(self, gw: GatewayProcess) -> None:
+        assert gw.proc is not None
+        self.gateway = psutil.Process(gw.proc.pid)
+        self.me = psutil.Process()
+
+    def _processes(self) -> dict[str, list[psutil.Process]]:
+        parts: dict[str, list[psutil.Process]] = {part: [] for part in self.PARTS}
+        parts["loadgen"].append(self.me)
+        parts["gateway"].append(self.gateway)
+        for child in self.gateway.children():
+            try:
+                if "tritonserver" in child.name():
+                    parts["triton"].append(child)
+                    parts["stubs"].extend(child.children(recursive=True))
+            except psutil.NoSuchProcess:
+                continue
+        return parts
+
+    @staticmethod
+    def _seconds(procs: list[psutil.Process]) -> float:
+        total = 0.0
+        for proc in procs:
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
+    def snapshot(self) -> dict[str, tuple[list[psutil.Process], float]]:
+        return {part: (procs, self._seconds(procs)) for part, procs in self._processes().items()}
+
+    def since(self, snapshot: dict[str, tuple[list[psutil.Process], float]]) -> CpuShare:
+        """CPU spent since `snapshot` by the processes it saw (loads start none mid-run)."""
+        return CpuShare(
+            {part: self._seconds(procs) - before for part, (procs, before) in snapshot.items()}
+        )
+
+
+__all__ = [
+    "CpuMeter",
+    "CpuShare",
+    "GatewayProcess",
+    "python_package",
+    "start_gateway",
+    "gateway_target",
+    "direct_target",
+]

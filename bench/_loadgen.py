@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -72,8 +72,12 @@ async def closed_loop(
     duration: float,
     warmup: float = 0.5,
     stop: asyncio.Event | None = None,
+    on_measure: Callable[[], None] | None = None,
 ) -> Run:
-    """`concurrency` clients, each sending its next request when the last one answered."""
+    """`concurrency` clients, each sending its next request when the last one answered.
+
+    `on_measure` is called when the warm-up ends and measuring starts.
+    """
     pool = UpstreamPool(target.host, target.port, max_idle=concurrency + 4)
     latencies: list[float] = []
     errors = 0
@@ -100,6 +104,8 @@ async def closed_loop(
                 else:
                     errors += 1
 
+    if on_measure is not None:
+        asyncio.get_running_loop().call_later(warmup, on_measure)
     await asyncio.gather(*(client() for _ in range(concurrency)))
     elapsed = min(perf(), end) - measure_from
     pool.close()

@@ -4,6 +4,10 @@
 
 Goals (issue 3): gateway p50 <= 1.4x direct p50 (<= 0.3 ms added) and p99 <= 1.8x direct p99,
 at 1 and 8 requests in flight; max req/s with p99 <= 10 ms >= 0.7x direct Triton's.
+
+Each figure comes with the CPU time per request of every process on the path (the load
+generator, the gateway, Triton, its Python-backend stubs): where the machine's cores are the
+limit, the ratio of the two totals bounds what the gateway's throughput can reach.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._harness import (  # noqa: E402
+    CpuMeter,
+    CpuShare,
     direct_target,
     gateway_target,
     python_package,
@@ -26,26 +32,48 @@ from bench._loadgen import Run, Target, closed_loop, run  # noqa: E402
 LADDER = (1, 2, 4, 8, 12, 16, 24, 32, 48)
 
 
-def best(runs: list[Run]) -> Run:
+Measured = tuple[Run, CpuShare]
+
+
+def best(runs: list[Measured]) -> Measured:
     """Of repeated runs, the one with the median p50 (damps a noisy neighbour on 2 cores)."""
-    return sorted(runs, key=lambda r: r.pct(50))[len(runs) // 2]
+    return sorted(runs, key=lambda m: m[0].pct(50))[len(runs) // 2]
 
 
-async def latency(target: Target, concurrency: int, duration: float) -> Run:
-    return await closed_loop(target, concurrency, duration, warmup=0.5)
+def measured(
+    meter: CpuMeter, target: Target, concurrency: int, seconds: float, warmup: float
+) -> Measured:
+    """A closed-loop run and the CPU each process spent on it after its warm-up."""
+    snapshot: dict[str, tuple[list, float]] = {}
+    result = run(
+        closed_loop(
+            target,
+            concurrency,
+            seconds,
+            warmup,
+            on_measure=lambda: snapshot.update(meter.snapshot()),
+        )
+    )
+    return result, meter.since(snapshot)
 
 
-async def saturation(target: Target, step: float, slo: float = 0.010) -> tuple[float, int, Run]:
+def cpu_total(share: CpuShare, requests: int) -> float:
+    return sum(share.per_request(requests).values())
+
+
+def saturation(
+    meter: CpuMeter, target: Target, step: float, slo: float = 0.010
+) -> tuple[float, int, Measured | None]:
     """Max req/s over a concurrency ladder among the steps whose p99 stays within `slo`."""
     best_rate, best_c, best_run = 0.0, 0, None
     for concurrency in LADDER:
-        result = await closed_loop(target, concurrency, step, warmup=0.3)
+        result, share = measured(meter, target, concurrency, step, warmup=0.3)
         print(f"    {target.name:8s} c={concurrency:3d}  {result.summary()}")
         if result.pct(99) <= slo and result.rate > best_rate:
-            best_rate, best_c, best_run = result.rate, concurrency, result
+            best_rate, best_c, best_run = result.rate, concurrency, (result, share)
         if result.pct(99) > 3 * slo:
             break
-    return best_rate, best_c, best_run  # type: ignore[return-value]
+    return best_rate, best_c, best_run
 
 
 def main() -> int:
@@ -66,12 +94,15 @@ def main() -> int:
             f"model: python backend, OUTPUT = INPUT * 2, FP32 [1,4], JSON; {args.repeats} runs "
             f"of {args.duration:.0f}s each, interleaved"
         )
+        meter = CpuMeter(gw)
         for concurrency in (1, 8):
-            runs: dict[str, list[Run]] = {"direct": [], "gateway": []}
+            runs: dict[str, list[Measured]] = {"direct": [], "gateway": []}
             for _ in range(args.repeats):
                 for target in (direct, gateway):
-                    runs[target.name].append(run(latency(target, concurrency, args.duration)))
-            d, g = best(runs["direct"]), best(runs["gateway"])
+                    runs[target.name].append(
+                        measured(meter, target, concurrency, args.duration, warmup=0.5)
+                    )
+            (d, d_cpu), (g, g_cpu) = best(runs["direct"]), best(runs["gateway"])
             p50_ratio = g.pct(50) / d.pct(50)
             p99_ratio = g.pct(99) / d.pct(99)
             added_ms = (g.pct(50) - d.pct(50)) * 1e3
@@ -80,7 +111,9 @@ def main() -> int:
             ok &= p50_ok and p99_ok
             print(f"\n{concurrency} in flight")
             print(f"  direct : {d.summary()}")
+            print(f"           {CpuShare.line(len(d.latencies), d_cpu)}")
             print(f"  gateway: {g.summary()}")
+            print(f"           {CpuShare.line(len(g.latencies), g_cpu)}")
             print(
                 f"  p50 ratio {p50_ratio:.2f}x (+{added_ms:.3f} ms)  [goal <= 1.4x or <= 0.3 ms: "
                 f"{'PASS' if p50_ok else 'FAIL'}]"
@@ -88,14 +121,27 @@ def main() -> int:
             print(f"  p99 ratio {p99_ratio:.2f}x  [goal <= 1.8x: {'PASS' if p99_ok else 'FAIL'}]")
 
         print("\nsaturation (closed loop, concurrency ladder, p99 <= 10 ms)")
-        d_rate, d_c, _ = run(saturation(direct, args.saturation_step))
-        g_rate, g_c, _ = run(saturation(gateway, args.saturation_step))
+        d_rate, d_c, d_best = saturation(meter, direct, args.saturation_step)
+        g_rate, g_c, g_best = saturation(meter, gateway, args.saturation_step)
         ratio = g_rate / d_rate if d_rate else float("nan")
         sat_ok = ratio >= 0.7
         ok &= sat_ok
-        print(f"  direct : {d_rate:,.0f} req/s (at {d_c} in flight)")
-        print(f"  gateway: {g_rate:,.0f} req/s (at {g_c} in flight)")
+        for name, rate, c, chosen in (
+            ("direct ", d_rate, d_c, d_best),
+            ("gateway", g_rate, g_c, g_best),
+        ):
+            print(f"  {name}: {rate:,.0f} req/s (at {c} in flight)")
+            if chosen is not None:
+                print(f"           {CpuShare.line(len(chosen[0].latencies), chosen[1])}")
         print(f"  ratio {ratio:.2f}x  [goal >= 0.7x: {'PASS' if sat_ok else 'FAIL'}]")
+        if d_best is not None and g_best is not None:
+            bound = cpu_total(d_best[1], len(d_best[0].latencies)) / cpu_total(
+                g_best[1], len(g_best[0].latencies)
+            )
+            print(
+                f"  CPU per request, direct / gateway: {bound:.2f} (the most the ratio can be "
+                f"where the cores are the limit)"
+            )
     finally:
         gw.stop()
     print(f"\noverall: {'PASS' if ok else 'FAIL'}")
