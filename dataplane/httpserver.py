@@ -3,8 +3,9 @@
 The gateway sits in front of a Triton that answers in a few hundred microseconds, so every
 microsecond it spends per request shows. This server does only what the gateway needs:
 keep-alive connections, one request at a time per connection (answers stay in order),
-bodies with a Content-Length (what boto3, urllib3, aiohttp and curl send), `Expect:
-100-continue`, a body size limit checked before the body is read, and a small router.
+bodies with a Content-Length (what boto3 sends) or chunked (what clients streaming a body
+of unknown length send), `Expect: 100-continue`, a body size limit checked before the body
+is read (as it arrives, for a chunked body), and a small router.
 A handler may answer synchronously (the invocation fast path answers from a callback) or
 be a coroutine run as a task.
 """
@@ -23,6 +24,13 @@ from urllib.parse import parse_qsl, unquote
 log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 64 * 1024
+# A chunk-size line (hex size and extensions) or a trailer section longer than this is refused.
+MAX_CHUNK_LINE_BYTES = 4 * 1024
+# Content-Length of a head whose body is chunked: the body's size is not known yet.
+CHUNKED = -1
+# Chunks per body: each costs a trip through a Python loop, so a body cut into millions of
+# one-byte chunks would hold the event loop for seconds. Real clients send far fewer.
+MAX_CHUNKS = 65_536
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 
 
@@ -120,6 +128,9 @@ class HttpConnection(asyncio.Protocol):
         "_head",
         "_keep_alive",
         "_discard",
+        "_chunks",
+        "_chunk_count",
+        "_eof",
     )
 
     def __init__(self, server: HttpServer) -> None:
@@ -131,6 +142,10 @@ class HttpConnection(asyncio.Protocol):
         self._head: tuple[str, str, str, dict[str, str], int] | None = None
         self._keep_alive = True
         self._discard = 0
+        # The decoded part of a chunked body still arriving.
+        self._chunks: bytearray | None = None
+        self._chunk_count = 0
+        self._eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -178,17 +193,91 @@ class HttpConnection(asyncio.Protocol):
                     response.status, response.body, response.headers, close=not self._discard
                 )
                 return
-            if length > len(buffer) and headers.get("expect", "").lower() == "100-continue":
-                assert self.transport is not None
+            if length == CHUNKED:
+                self._chunks = bytearray()
+                self._chunk_count = 0
+            if (
+                (length == CHUNKED or length > len(buffer))
+                and headers.get("expect", "").lower() == "100-continue"
+                and self.transport is not None
+            ):
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         method, path, query, headers, length = self._head
-        if len(buffer) < length:
-            return
-        body = bytes(buffer[:length])
-        del buffer[:length]
+        if length == CHUNKED:
+            try:
+                body = self._read_chunks()
+            except ValueError as exc:
+                self._fail(400, f"malformed chunked body: {exc}")
+                return
+            if body is None:
+                return
+        else:
+            if len(buffer) < length:
+                return
+            body = bytes(buffer[:length])
+            del buffer[:length]
         self._head = None
         self.busy = True
         self.server.dispatch(self, HttpRequest(method, path, query, headers, body))
+
+    def _read_chunks(self) -> bytes | None:
+        """Decode the chunks in the buffer; the whole body once its last chunk is in.
+
+        Answers 413 as soon as the decoded body passes the limit; raises ValueError for a body
+        that is not valid chunked coding or comes in more than `MAX_CHUNKS` pieces.
+        """
+        buffer = self.buffer
+        chunks = self._chunks
+        assert chunks is not None
+        pos = 0  # Consumed bytes are deleted once, on the way out: never per chunk.
+        try:
+            while True:
+                eol = buffer.find(b"\r\n", pos)
+                if eol < 0:
+                    if len(buffer) - pos > MAX_CHUNK_LINE_BYTES:
+                        raise ValueError("chunk-size line too long")
+                    return None
+                if eol - pos > MAX_CHUNK_LINE_BYTES:
+                    raise ValueError("chunk-size line too long")
+                size_text = bytes(buffer[pos:eol]).split(b";", 1)[0].strip()
+                if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
+                    raise ValueError(f"bad chunk size {bytes(buffer[pos:eol])[:40]!r}")
+                size = int(size_text, 16)
+                if size == 0:
+                    # The last chunk, then trailer fields (ignored) up to an empty line.
+                    if buffer[eol + 2 : eol + 4] == b"\r\n":
+                        pos = eol + 4
+                    else:
+                        end = buffer.find(b"\r\n\r\n", eol + 2)
+                        if end < 0:
+                            if len(buffer) - eol > MAX_CHUNK_LINE_BYTES:
+                                raise ValueError("trailer section too long")
+                            return None
+                        pos = end + 4
+                    self._chunks = None
+                    return bytes(chunks)
+                if len(chunks) + size > self.server.max_body:
+                    # Answer now; swallow (a bounded amount of) what the client still sends,
+                    # so that it reads the answer rather than a reset connection; then close.
+                    self._head = self._chunks = None
+                    pos = len(buffer)
+                    self._discard = self.server.max_body
+                    self.closing = True
+                    response = self.server.too_large(None)
+                    self._write(response.status, response.body, response.headers, close=False)
+                    return None
+                start = eol + 2
+                if len(buffer) < start + size + 2:
+                    return None
+                if buffer[start + size : start + size + 2] != b"\r\n":
+                    raise ValueError("chunk data longer than its size")
+                self._chunk_count += 1
+                if self._chunk_count > MAX_CHUNKS:
+                    raise ValueError(f"more than {MAX_CHUNKS} chunks")
+                chunks += buffer[start : start + size]
+                pos = start + size + 2
+        finally:
+            del buffer[:pos]
 
     def _parse_head(self, head: bytes) -> tuple[str, str, str, dict[str, str], int]:
         lines = head.decode("latin-1").split("\r\n")
@@ -200,11 +289,22 @@ class HttpConnection(asyncio.Protocol):
                 raise ValueError(f"bad header line {line[:40]!r}")
             # RFC 9110: no whitespace between a field name and its colon.
             headers[key.lower()] = value.strip()
-        if "transfer-encoding" in headers:
-            raise ValueError("chunked request bodies are not accepted; send Content-Length")
-        length = int(headers.get("content-length", "0") or "0")
-        if length < 0:
-            raise ValueError("negative Content-Length")
+        coding = headers.get("transfer-encoding")
+        if coding is not None:
+            if coding.lower() != "chunked":
+                raise ValueError(
+                    f"Transfer-Encoding {coding!r} is not supported; send the body with a "
+                    f"Content-Length or chunked"
+                )
+            if "content-length" in headers:
+                # RFC 9112 6.3: a message with both may be an attempt at request smuggling.
+                raise ValueError("both Transfer-Encoding and Content-Length")
+            length = CHUNKED
+        else:
+            length_text = headers.get("content-length", "0") or "0"
+            if not length_text.isdigit():
+                raise ValueError(f"bad Content-Length {length_text[:40]!r}")
+            length = int(length_text)
         connection = headers.get("connection", "").lower()
         self._keep_alive = (
             connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
@@ -223,6 +323,14 @@ class HttpConnection(asyncio.Protocol):
             transport.resume_reading()
         if self.buffer and not self.closing:
             self._next()
+        if self._eof and not self.busy and transport is not None:
+            transport.close()
+
+    def eof_received(self) -> bool:
+        """The client has sent all it will (a half-close): answer what it sent, then close."""
+        self._eof = True
+        # True keeps the transport open for the answer under way; respond() closes it after.
+        return self.busy
 
     def _write(
         self, status: int, body: bytes, headers: dict[str, str] | None, *, close: bool
@@ -248,7 +356,7 @@ class HttpServer:
         router: Router,
         *,
         max_body: int,
-        too_large: Callable[[int], HttpResponse],
+        too_large: Callable[[int | None], HttpResponse],
         error_mapper: ErrorMapper,
     ) -> None:
         self.router = router
