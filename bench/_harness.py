@@ -84,11 +84,14 @@ class CpuShare:
         """Microseconds of CPU per request, part by part."""
         return {part: s / max(requests, 1) * 1e6 for part, s in self.seconds.items()}
 
-    @staticmethod
-    def line(requests: int, share: CpuShare) -> str:
-        parts = share.per_request(requests)
+    def total(self, requests: int) -> float:
+        """Microseconds of CPU per request, all parts together."""
+        return sum(self.per_request(requests).values())
+
+    def line(self, requests: int) -> str:
+        parts = self.per_request(requests)
         text = "  ".join(f"{part} {us:.0f}" for part, us in parts.items())
-        return f"CPU us/request: {text}  = {sum(parts.values()):.0f}"
+        return f"CPU us/request: {text}  = {self.total(requests):.0f}"
 
 
 class CpuMeter:

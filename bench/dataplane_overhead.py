@@ -57,10 +57,6 @@ def measured(
     return result, meter.since(snapshot)
 
 
-def cpu_total(share: CpuShare, requests: int) -> float:
-    return sum(share.per_request(requests).values())
-
-
 def saturation(
     meter: CpuMeter, target: Target, step: float, slo: float = 0.010
 ) -> tuple[float, int, Measured | None]:
@@ -111,9 +107,9 @@ def main() -> int:
             ok &= p50_ok and p99_ok
             print(f"\n{concurrency} in flight")
             print(f"  direct : {d.summary()}")
-            print(f"           {CpuShare.line(len(d.latencies), d_cpu)}")
+            print(f"           {d_cpu.line(len(d.latencies))}")
             print(f"  gateway: {g.summary()}")
-            print(f"           {CpuShare.line(len(g.latencies), g_cpu)}")
+            print(f"           {g_cpu.line(len(g.latencies))}")
             print(
                 f"  p50 ratio {p50_ratio:.2f}x (+{added_ms:.3f} ms)  [goal <= 1.4x or <= 0.3 ms: "
                 f"{'PASS' if p50_ok else 'FAIL'}]"
@@ -132,11 +128,11 @@ def main() -> int:
         ):
             print(f"  {name}: {rate:,.0f} req/s (at {c} in flight)")
             if chosen is not None:
-                print(f"           {CpuShare.line(len(chosen[0].latencies), chosen[1])}")
+                print(f"           {chosen[1].line(len(chosen[0].latencies))}")
         print(f"  ratio {ratio:.2f}x  [goal >= 0.7x: {'PASS' if sat_ok else 'FAIL'}]")
         if d_best is not None and g_best is not None:
-            bound = cpu_total(d_best[1], len(d_best[0].latencies)) / cpu_total(
-                g_best[1], len(g_best[0].latencies)
+            bound = d_best[1].total(len(d_best[0].latencies)) / g_best[1].total(
+                len(g_best[0].latencies)
             )
             print(
                 f"  CPU per request, direct / gateway: {bound:.2f} (the most the ratio can be "

@@ -184,14 +184,7 @@ class HttpConnection(asyncio.Protocol):
             del buffer[: end + 4]
             method, path, query, headers, length = self._head
             if length > self.server.max_body:
-                self._head = None
-                response = self.server.too_large(length)
-                self._discard = max(length - len(buffer), 0)
-                buffer.clear()
-                self.closing = True
-                self._write(
-                    response.status, response.body, response.headers, close=not self._discard
-                )
+                self._refuse_too_large(length, max(length - len(buffer), 0))
                 return
             if length == CHUNKED:
                 self._chunks = bytearray()
@@ -219,6 +212,16 @@ class HttpConnection(asyncio.Protocol):
         self._head = None
         self.busy = True
         self.server.dispatch(self, HttpRequest(method, path, query, headers, body))
+
+    def _refuse_too_large(self, length: int | None, discard: int) -> None:
+        """Answer 413 now; read and drop the next `discard` bytes the client is still sending,
+        so that it reads the answer rather than a reset connection; then close."""
+        self._head = self._chunks = None
+        self.buffer.clear()
+        self._discard = discard
+        self.closing = True
+        response = self.server.too_large(length)
+        self._write(response.status, response.body, response.headers, close=not discard)
 
     def _read_chunks(self) -> bytes | None:
         """Decode the chunks in the buffer; the whole body once its last chunk is in.
@@ -257,14 +260,9 @@ class HttpConnection(asyncio.Protocol):
                     self._chunks = None
                     return bytes(chunks)
                 if len(chunks) + size > self.server.max_body:
-                    # Answer now; swallow (a bounded amount of) what the client still sends,
-                    # so that it reads the answer rather than a reset connection; then close.
-                    self._head = self._chunks = None
-                    pos = len(buffer)
-                    self._discard = self.server.max_body
-                    self.closing = True
-                    response = self.server.too_large(None)
-                    self._write(response.status, response.body, response.headers, close=False)
+                    # The rest is of unknown length: swallow at most as much again.
+                    pos = 0
+                    self._refuse_too_large(None, self.server.max_body)
                     return None
                 start = eol + 2
                 if len(buffer) < start + size + 2:

@@ -12,20 +12,26 @@ from collections.abc import Iterator
 
 import pytest
 
-from dataplane.httpserver import MAX_CHUNKS, HttpRequest, HttpResponse, HttpServer, Router
-from dataplane.httpserver import json_response as to_json
+from dataplane.httpserver import (
+    MAX_CHUNKS,
+    HttpRequest,
+    HttpResponse,
+    HttpServer,
+    Router,
+    json_response,
+)
 
 LIMIT = 256 * 1024
 
 
 async def echo(request: HttpRequest) -> HttpResponse:
-    return to_json(
+    return json_response(
         {"length": len(request.body), "sha256": hashlib.sha256(request.body).hexdigest()}
     )
 
 
 def too_large(length: int | None) -> HttpResponse:
-    return to_json({"ErrorCode": "PayloadTooLarge", "length": length}, 413)
+    return json_response({"ErrorCode": "PayloadTooLarge", "length": length}, 413)
 
 
 @pytest.fixture(scope="module")
