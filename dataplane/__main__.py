@@ -15,9 +15,11 @@ import re
 import sys
 from pathlib import Path
 
-from dataplane.gateway import Gateway, GatewaySettings
-from dataplane.server import serve
 from dataplane.staging import DEFAULT_NICENESS
+
+# The gateway and server are imported in main(), not here: the staging processes, spawned,
+# import this module again (as `__mp_main__`) and need none of the gateway's imports (grpc,
+# the Triton clients).
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
@@ -111,6 +113,9 @@ def main(argv: list[str] | None = None) -> None:
             f"--host {args.host} is reachable from other machines: set --admin-token "
             "(or BERTH_DATAPLANE_ADMIN_TOKEN) so the admin API is not open to them"
         )
+    from dataplane.gateway import Gateway, GatewaySettings
+    from dataplane.server import serve
+
     settings = GatewaySettings(
         state_dir=args.state_dir,
         store_root=args.store_root,

@@ -5,11 +5,42 @@ https://github.com/triton-inference-server/common/blob/main/protobuf/model_confi
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 from pathlib import Path
+from types import ModuleType
 
 from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
+
+
+def _import_model_config_pb2() -> ModuleType:
+    """tritonclient's generated `model_config_pb2`, without running `tritonclient.grpc`'s
+    `__init__`: that imports grpc and numpy (about 40 MiB of resident memory), which reading
+    a config never uses, in every process that stages packages.
+
+    The module is registered under its own name, so a later `import tritonclient.grpc` (the
+    gateway's repository client) finds it there and both use the same classes."""
+    name = "tritonclient.grpc.model_config_pb2"
+    if name in sys.modules or "tritonclient.grpc" in sys.modules:
+        return importlib.import_module(name)
+    package = importlib.util.find_spec("tritonclient")
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("tritonclient is not installed (pip install 'tritonclient[grpc]')")
+    path = Path(next(iter(package.submodule_search_locations))) / "grpc" / "model_config_pb2.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+model_config_pb2 = _import_model_config_pb2()
 
 ModelConfig = model_config_pb2.ModelConfig
 

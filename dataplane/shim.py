@@ -22,9 +22,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tritonclient.grpc import model_config_pb2
-
-from dataplane.modelconfig import format_model_config, read_model_config
+from dataplane.modelconfig import format_model_config, model_config_pb2, read_model_config
 
 ONNX_PLATFORMS = {"onnxruntime_onnx"}
 ONNX_BACKENDS = {"onnxruntime"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,22 @@ def test_undecodable_file_is_a_config_error(tmp_path: Path) -> None:
     path.write_bytes(b'name: "\xff\xfe"\n')
     with pytest.raises(ConfigError, match="not UTF-8"):
         read_model_config(path)
+
+
+def test_staging_imports_neither_grpc_nor_numpy_and_shares_the_config_classes() -> None:
+    # Each staging process imports dataplane.__main__ (spawn) and dataplane.staging; grpc and
+    # numpy would add about 30 MiB to each of them for nothing they use.
+    script = """
+import sys
+import dataplane.__main__, dataplane.staging
+heavy = sorted({"grpc", "numpy", "boto3", "dataplane.gateway"} & set(sys.modules))
+assert not heavy, heavy
+from dataplane.modelconfig import model_config_pb2 as ours
+import tritonclient.grpc
+assert tritonclient.grpc.model_config_pb2 is ours
+assert tritonclient.grpc.service_pb2.ModelConfigResponse().config.__class__ is ours.ModelConfig
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr

@@ -115,7 +115,7 @@ def _line_containing(text: str, *needles: str) -> int | None:
 
 
 def _datatype_name(value: int) -> str:
-    from tritonclient.grpc import model_config_pb2
+    from dataplane.modelconfig import model_config_pb2
 
     name = model_config_pb2.DataType.Name(value)
     name = name.removeprefix("TYPE_")
