@@ -337,10 +337,10 @@ def version_register(
     """Register a new version of `model` from an archive or a URI, and queue its pipeline.
 
     The request is checked (lineage, test cases, archive type and size, duplicate content)
-    before anything is stored. The archive reaches the artifact store inside the transaction
-    that creates the row, and is deleted again if that transaction fails, so a refused
-    registration leaves no file and no row. `version`, when given, must be the next number:
-    an existing one is a 409.
+    before anything is stored. The archive is copied to the artifact store before the model
+    row is locked (a large upload to S3 does not hold up other registrations of the model),
+    and is deleted again if the registration then fails, so a refused registration leaves no
+    file and no row. `version`, when given, must be the next number: an existing one is a 409.
     """
     _require(actor, REGISTER_PERMISSION, "Only data scientists may register versions.")
     lineage_values = lineage_clean(model=model, lineage=lineage)
@@ -354,38 +354,17 @@ def version_register(
     store = artifact_store()
     stored_uri: str | None = None
     try:
+        # Checked once before the copy, so a refused request costs no upload, and again
+        # under the lock, where the answer is final.
+        _next_number(model, staged, version)
+        # A key of its own: two registrations of one archive never share a file, so the one
+        # that loses deletes only its own.
+        key = f"{model.name}/sources/{staged.sha256[:16]}-{uuid.uuid4().hex[:12]}{staged.suffix}"
+        stored_uri = store.put(staged.path, key)
         with transaction.atomic():
             # Lock the model row: registrations of one model take numbers one at a time.
             locked = RegisteredModel.objects.select_for_update(of=("self",)).get(pk=model.pk)
-            existing = (
-                ModelVersion.objects.select_related("model")
-                .filter(model=locked, content_sha256=staged.sha256)
-                .order_by("version")
-                .first()
-            )
-            if existing is not None:
-                raise DuplicateContent(
-                    f"This archive (sha256 {staged.sha256[:12]}…) is already registered as "
-                    f"{locked.name} v{existing.version}.",
-                    existing=existing,
-                )
-            latest = locked.versions.aggregate(latest=Max("version"))["latest"] or 0
-            number = latest + 1
-            if version is not None and version != number:
-                if version <= latest and locked.versions.filter(version=version).exists():
-                    raise Conflict(
-                        f"{locked.name} v{version} already exists; the next version is {number}.",
-                        field="version",
-                    )
-                raise ServiceError(
-                    f"Versions are numbered in order: the next version of {locked.name} "
-                    f"is {number}.",
-                    field="version",
-                )
-            # A key of its own: a racing registration (no row locks on SQLite) that loses on
-            # the unique constraint then deletes only its own file.
-            key = f"{locked.name}/{number}/source-{uuid.uuid4().hex[:12]}{staged.suffix}"
-            stored_uri = store.put(staged.path, key)
+            number = _next_number(locked, staged, version)
             try:
                 with transaction.atomic():
                     created = ModelVersion.objects.create(
@@ -431,6 +410,36 @@ def version_register(
         staged.discard()
     created.model = locked
     return created
+
+
+def _next_number(model: RegisteredModel, staged: StagedArtifact, requested: int | None) -> int:
+    """The number a new version of `model` with this content gets; DuplicateContent when the
+    model already holds the content, Conflict or ServiceError when `requested` is not next."""
+    existing = (
+        ModelVersion.objects.select_related("model")
+        .filter(model=model, content_sha256=staged.sha256)
+        .order_by("version")
+        .first()
+    )
+    if existing is not None:
+        raise DuplicateContent(
+            f"This archive (sha256 {staged.sha256[:12]}…) is already registered as "
+            f"{model.name} v{existing.version}.",
+            existing=existing,
+        )
+    latest = model.versions.aggregate(latest=Max("version"))["latest"] or 0
+    number = latest + 1
+    if requested is not None and requested != number:
+        if requested <= latest and model.versions.filter(version=requested).exists():
+            raise Conflict(
+                f"{model.name} v{requested} already exists; the next version is {number}.",
+                field="version",
+            )
+        raise ServiceError(
+            f"Versions are numbered in order: the next version of {model.name} is {number}.",
+            field="version",
+        )
+    return number
 
 
 # -- pipeline -------------------------------------------------------------------------------------

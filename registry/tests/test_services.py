@@ -581,3 +581,55 @@ def test_concurrent_registrations_get_distinct_numbers_in_order(registry_dirs):
     assert errors == []
     assert sorted(numbers) == [1, 2, 3, 4, 5, 6]
     assert len(stored_files(registry_dirs)) == 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_slow_archive_copy_does_not_hold_up_other_registrations(registry_dirs, monkeypatch):
+    import threading
+
+    from django.db import connection, connections
+
+    from registry.storage import LocalArtifactStore
+
+    if connection.vendor != "postgresql":
+        pytest.skip("Row locks need PostgreSQL; SQLite serialises writers itself.")
+    from .factories import RegisteredModelFactory, UserFactory
+
+    user = UserFactory(username="uploader")
+    model = RegisteredModelFactory(name="slow", owner=user)
+    large, small = (
+        archives.repository_archive({f"{n}/config.pbtxt": n}, registry_dirs / f"{n}.tar.gz")
+        for n in ("large", "small")
+    )
+    large_bytes = large.read_bytes()
+    copying, finish_copy = threading.Event(), threading.Event()
+    put = LocalArtifactStore.put
+
+    def slow_put(self, local_path, key):
+        if Path(local_path).read_bytes() == large_bytes:
+            copying.set()
+            assert finish_copy.wait(30)
+        return put(self, local_path, key)
+
+    monkeypatch.setattr(LocalArtifactStore, "put", slow_put)
+    results: dict[str, object] = {}
+
+    def register(name, path):
+        try:
+            results[name] = services.version_register(
+                actor=user, model=model, archive=path, lineage={}
+            ).version
+        except Exception as exc:  # asserted below
+            results[name] = exc
+        finally:
+            connections.close_all()
+
+    slow = threading.Thread(target=register, args=("large", large))
+    slow.start()
+    assert copying.wait(30)
+    # While the large archive is still being copied, another version registers at once.
+    register("small", small)
+    finish_copy.set()
+    slow.join(30)
+    assert results == {"small": 1, "large": 2}
+    assert len(stored_files(registry_dirs)) == 2

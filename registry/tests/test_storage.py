@@ -80,7 +80,7 @@ def test_register_from_s3_into_an_s3_store(s3, tmp_path, settings, user, model, 
     version = services.version_register(
         actor=user, model=model, uri="s3://ci-uploads/builds/demo.tar.gz", lineage={}
     )
-    assert version.artifact_uri.startswith("s3://berth-artifacts/registry/iris/1/source-")
+    assert version.artifact_uri.startswith("s3://berth-artifacts/registry/iris/sources/")
     assert version.artifact_uri.endswith(".tar.gz")
     assert version.content_sha256 == hashlib.sha256(demo_tar.read_bytes()).hexdigest()
     assert version.source_uri == "s3://ci-uploads/builds/demo.tar.gz"
