@@ -1,5 +1,6 @@
-"""Bringing a version's artifact in: an uploaded archive, an S3 object or a local path the
-server may read, staged as one local archive file with its sha256 and size.
+"""Bringing a version's artifact in: an uploaded archive, an S3 object, a repository folder
+under an S3 prefix or a local path the server may read, staged as one local archive file
+with its sha256 and size.
 
 Staging happens before any row is written, so a refused request leaves nothing behind but the
 staged file, which the caller removes.
@@ -166,7 +167,9 @@ def stage_uri(uri: str) -> StagedArtifact:
     uri = (uri or "").strip()
     if not uri:
         raise ServiceError(
-            "Give the URI of an archive (s3://bucket/key or a local path).", field="uri"
+            "Give the URI of an archive or repository folder (s3://bucket/key, "
+            "s3://bucket/prefix/ or a local path).",
+            field="uri",
         )
     if uri.startswith("s3://"):
         return _stage_s3(uri)
@@ -185,14 +188,15 @@ def _stage_s3(uri: str) -> StagedArtifact:
     except ValueError as exc:
         raise ServiceError(str(exc), field="uri") from exc
     if not key or key.endswith("/"):
-        raise ServiceError("The S3 URI must name an archive object, not a prefix.", field="uri")
+        return _stage_s3_folder(uri, bucket, key)
     limit = max_upload_bytes()
     try:
         size = s3_object_size(uri)
     except (BotoCoreError, ClientError) as exc:
         raise ServiceError(f"Cannot read {uri}: {exc}", field="uri") from exc
     if size is None:
-        raise ServiceError(f"No such S3 object: {uri}", field="uri")
+        # `s3://bucket/models/iris` may name a repository folder without its final slash.
+        return _stage_s3_folder(uri, bucket, key + "/")
     if size > limit:
         raise PayloadTooLarge(f"{uri} is larger than the {limit} byte upload limit.", field="uri")
     path = _staging_path()
@@ -206,6 +210,86 @@ def _stage_s3(uri: str) -> StagedArtifact:
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+
+
+def _stage_s3_folder(uri: str, bucket: str, prefix: str) -> StagedArtifact:
+    """A repository kept as objects under an S3 prefix (the layout Triton itself reads from
+    S3): listed and checked against the archive limits before anything is downloaded, then
+    archived like a local folder, so the same files give the same sha256 either way."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from portal import aws
+
+    limits = settings.BERTH_ARCHIVE_LIMITS
+    budget = min(max_upload_bytes(), limits["max_total_bytes"])
+    client = aws.client("s3")
+    objects: list[tuple[Path, str]] = []
+    total = 0
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                rest = key[len(prefix) :]
+                if not rest:
+                    continue  # the prefix's own folder marker
+                objects.append((_relative_key(rest.removesuffix("/"), uri), key))
+                total += int(item["Size"])
+                if len(objects) > limits["max_files"]:
+                    raise ServiceError(
+                        f"{uri} holds more than {limits['max_files']} objects.", field="uri"
+                    )
+                if total > budget:
+                    raise PayloadTooLarge(
+                        f"The objects under {uri} add up to more than {budget} bytes.",
+                        field="uri",
+                    )
+    except (BotoCoreError, ClientError) as exc:
+        raise ServiceError(f"Cannot list {uri}: {exc}", field="uri") from exc
+    if not objects:
+        raise ServiceError(f"No such S3 object, and no objects under {uri}.", field="uri")
+    folder = scratch_dir("s3-repository-")
+    try:
+        left = budget
+        for relative, key in objects:
+            dest = folder / relative
+            try:
+                if key.endswith("/"):
+                    # A folder marker (the S3 console's "Create folder"): S3 has no folders,
+                    # and an ensemble needs its empty version folder.
+                    dest.mkdir(parents=True, exist_ok=True)
+                    continue
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                body = client.get_object(Bucket=bucket, Key=key)["Body"]
+                _, size = _copy_limited(body, dest, field="uri", limit=left)
+            except PayloadTooLarge as exc:  # an object grew after the listing
+                raise PayloadTooLarge(
+                    f"The objects under {uri} add up to more than {budget} bytes.", field="uri"
+                ) from exc
+            except (NotADirectoryError, FileExistsError, IsADirectoryError) as exc:
+                raise ServiceError(
+                    f"s3://{bucket}/{key} is both a file and a folder under {uri}.", field="uri"
+                ) from exc
+            except OSError as exc:  # a key too long for a file name, say
+                raise ServiceError(
+                    f"s3://{bucket}/{key} cannot be kept as a file: {exc.strerror}.", field="uri"
+                ) from exc
+            except (BotoCoreError, ClientError) as exc:
+                raise ServiceError(f"Cannot read s3://{bucket}/{key}: {exc}", field="uri") from exc
+            left -= size
+        return _archive_folder(folder, label=uri)
+    finally:
+        remove_tree(folder)
+
+
+def _relative_key(rest: str, uri: str) -> Path:
+    """The path of an object's key below its prefix; refused if it could leave the folder."""
+    parts = rest.split("/")
+    if any(part in ("", ".", "..") or "\0" in part for part in parts):
+        raise ServiceError(
+            f"{uri} holds an object whose key is not a plain relative path: {rest!r}.",
+            field="uri",
+        )
+    return Path(*parts)
 
 
 def _stage_local(raw_path: str) -> StagedArtifact:
@@ -230,29 +314,7 @@ def _stage_local(raw_path: str) -> StagedArtifact:
         raise ServiceError(f"No such file or folder: {given}", field="uri")
     limit = max_upload_bytes()
     if resolved.is_dir():
-        # A repository folder: archive it deterministically, so registering the same folder
-        # twice gives the same sha256.
-        path = _staging_path()
-        limits = settings.BERTH_ARCHIVE_LIMITS
-        try:
-            built = build_tar_gz(
-                resolved,
-                path,
-                max_files=limits["max_files"],
-                max_total_bytes=min(limits["max_total_bytes"], limit),
-            )
-        except PackagingError as exc:
-            path.unlink(missing_ok=True)
-            raise ServiceError(f"Cannot archive {given}: {exc.message}", field="uri") from exc
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        if built.size_bytes > limit:
-            path.unlink(missing_ok=True)
-            raise PayloadTooLarge(
-                f"{given} is larger than the {limit} byte upload limit.", field="uri"
-            )
-        return StagedArtifact(path, built.sha256, built.size_bytes, ".tar.gz", str(given))
+        return _archive_folder(resolved, label=str(given))
     if not resolved.is_file():
         raise ServiceError(f"{given} is neither a file nor a folder.", field="uri")
     if resolved.stat().st_size > limit:
@@ -267,6 +329,31 @@ def _stage_local(raw_path: str) -> StagedArtifact:
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+
+
+def _archive_folder(folder: Path, *, label: str) -> StagedArtifact:
+    """A repository folder archived deterministically, so registering the same files twice
+    gives the same sha256."""
+    limit = max_upload_bytes()
+    limits = settings.BERTH_ARCHIVE_LIMITS
+    path = _staging_path()
+    try:
+        built = build_tar_gz(
+            folder,
+            path,
+            max_files=limits["max_files"],
+            max_total_bytes=min(limits["max_total_bytes"], limit),
+        )
+    except PackagingError as exc:
+        path.unlink(missing_ok=True)
+        raise ServiceError(f"Cannot archive {label}: {exc.message}", field="uri") from exc
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    if built.size_bytes > limit:
+        path.unlink(missing_ok=True)
+        raise PayloadTooLarge(f"{label} is larger than the {limit} byte upload limit.", field="uri")
+    return StagedArtifact(path, built.sha256, built.size_bytes, ".tar.gz", label)
 
 
 def scratch_dir(prefix: str) -> Path:

@@ -53,7 +53,8 @@ class VersionUploadForm(forms.Form):
         required=False,
         max_length=1024,
         label="…or its URI",
-        help_text="s3://bucket/key.tar.gz, or a local path the server may read.",
+        help_text="s3://bucket/key.tar.gz, s3://bucket/repository/ (a folder of objects), or a "
+        "local path the server may read.",
     )
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
     source_repository = forms.CharField(required=False, max_length=512, label="Source repository")

@@ -229,8 +229,9 @@ class VersionRegisterSerializer(serializers.Serializer):
         required=False,
         allow_blank=True,
         max_length=1024,
-        help_text="s3://bucket/key.tar.gz, or a local path (archive or repository folder) "
-        "under an allowed folder.",
+        help_text="An archive or a repository folder: s3://bucket/key.tar.gz, "
+        "s3://bucket/prefix/ (the repository's objects), or a local path under an allowed "
+        "folder.",
     )
     lineage = JSONObjectOrStringField(
         expect=dict,

@@ -96,11 +96,12 @@ class VersionList(generics.ListAPIView):
         summary="Register a version",
         description=(
             "multipart/form-data with `archive` (a .tar.gz/.tgz/.tar/.zip Triton model repository) "
-            "and `lineage` (a JSON string), or application/json with `uri` and `lineage` (an "
-            "object). Answers 201 with the version, which is then validated, tested and "
-            "packaged by workers: poll it until `in_progress` is false. 409 when the same "
-            "content is already registered (`existing_version` names it) or `version` exists; "
-            "413 when the archive is over the upload limit."
+            "and `lineage` (a JSON string), or application/json with `uri` (an s3:// archive, "
+            "an s3:// prefix holding a repository, or a path under an allowed folder) and "
+            "`lineage` (an object). Answers 201 with the version, which is then validated, "
+            "tested and packaged by workers: poll it until `in_progress` is false. 409 when the "
+            "same content is already registered (`existing_version` names it) or `version` "
+            "exists; 413 when the archive is over the upload limit."
         ),
         tags=["registry"],
         request={

@@ -106,9 +106,75 @@ def test_register_from_s3_into_an_s3_store(s3, tmp_path, settings, user, model, 
     assert error.value.field == "uri" and "No such S3 object" in error.value.message
     with pytest.raises(ServiceError) as error:
         services.version_register(
-            actor=user, model=model, uri="s3://ci-uploads/builds/", lineage={}
+            actor=user, model=model, uri="s3://ci-uploads/nothing-here/", lineage={}
         )
     assert error.value.field == "uri"
+
+
+def upload_folder(s3, folder: Path, bucket: str, prefix: str) -> None:
+    """Upload a folder as S3 tools do: one object per file, a marker per empty folder."""
+    for path in sorted(folder.rglob("*")):
+        key = prefix + path.relative_to(folder).as_posix()
+        if path.is_file():
+            s3.upload_file(str(path), bucket, key)
+        elif not any(path.iterdir()):
+            s3.put_object(Bucket=bucket, Key=key + "/", Body=b"")
+
+
+@pytest.mark.django_db
+def test_register_a_repository_folder_under_an_s3_prefix(s3, registry_dirs, user, model):
+    from dataplane.examples import write_demo_repository
+
+    repo = write_demo_repository(registry_dirs / "repo")
+    upload_folder(s3, repo, "ci-uploads", "builds/417/repository/")
+    s3.put_object(Bucket="ci-uploads", Key="builds/417/repository/", Body=b"")  # console marker
+    version = services.version_register(
+        actor=user, model=model, uri="s3://ci-uploads/builds/417/repository/", lineage={}
+    )
+    # Archived like the same folder on disk: the same files give the same sha256.
+    local = build_tar_gz(repo, registry_dirs / "local.tar.gz")
+    assert version.content_sha256 == local.sha256
+    assert version.source_uri == "s3://ci-uploads/builds/417/repository/"
+    services.version_validate(version_id=version.pk)
+    version.refresh_from_db()
+    assert version.status == VersionStatus.VALIDATED
+    # Without the final slash it names the same folder (so: the same content, a 409).
+    with pytest.raises(services.DuplicateContent):
+        services.version_register(
+            actor=user, model=model, uri="s3://ci-uploads/builds/417/repository", lineage={}
+        )
+    assert not list((registry_dirs / "scratch").iterdir())
+    assert not list((registry_dirs / "uploads").iterdir())
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("keys", "limits", "status", "words"),
+    [
+        ([], {}, 400, "no objects under"),
+        (["m/config.pbtxt", "m/../../../etc/cron.d/x"], {}, 400, "not a plain relative path"),
+        (["m/config.pbtxt", "m//config.pbtxt"], {}, 400, "not a plain relative path"),
+        (["m", "m/config.pbtxt"], {}, 400, "both a file and a folder"),
+        ([f"m/{'x' * 300}"], {}, 400, "cannot be kept as a file"),
+        (["a", "b", "c"], {"max_files": 2}, 400, "more than 2 objects"),
+        (["a", "b"], {"max_total_bytes": 150}, 413, "more than 150 bytes"),
+    ],
+)
+def test_a_hostile_or_oversized_s3_folder_is_refused_before_anything_is_kept(
+    s3, settings, registry_dirs, user, model, keys, limits, status, words
+):
+    settings.BERTH_ARCHIVE_LIMITS = {**settings.BERTH_ARCHIVE_LIMITS, **limits}
+    for key in keys:
+        s3.put_object(Bucket="ci-uploads", Key=f"repo/{key}", Body=b"x" * 100)
+    with pytest.raises(ServiceError) as error:
+        services.version_register(actor=user, model=model, uri="s3://ci-uploads/repo/", lineage={})
+    assert error.value.field == "uri"
+    assert error.value.status_code == status
+    assert words in error.value.message
+    assert not ModelVersion.objects.exists()
+    for folder in ("scratch", "uploads", "artifacts"):
+        path = registry_dirs / folder
+        assert not path.exists() or not [p for p in path.rglob("*") if p.is_file()]
 
 
 @pytest.mark.django_db
