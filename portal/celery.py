@@ -19,6 +19,10 @@ app.conf.beat_schedule = {
         "task": "deployments.tasks.deployment_resume_stuck",
         "schedule": 60.0,
     },
+    "sweep-artifacts": {
+        "task": "registry.tasks.artifact_sweep",
+        "schedule": 3600.0,
+    },
     "pull-metrics": {
         "task": "monitoring.tasks.metrics_pull",
         "schedule": 60.0,

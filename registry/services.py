@@ -95,6 +95,12 @@ def max_attempts() -> int:
     return int(_setting("BERTH_VERSION_MAX_ATTEMPTS", 3))
 
 
+def sweep_after() -> timedelta:
+    """How old an unreferenced source archive must be before the sweep removes it: far longer
+    than a registration takes between its copy and its commit."""
+    return timedelta(hours=float(_setting("BERTH_ARTIFACT_SWEEP_AFTER_HOURS", 24)))
+
+
 # -- models -----------------------------------------------------------------------------------
 
 
@@ -340,7 +346,8 @@ def version_register(
     before anything is stored. The archive is copied to the artifact store before the model
     row is locked (a large upload to S3 does not hold up other registrations of the model),
     and is deleted again if the registration then fails, so a refused registration leaves no
-    file and no row. `version`, when given, must be the next number: an existing one is a 409.
+    file and no row (one whose process is killed mid-way leaves a file for `artifact_sweep`).
+    `version`, when given, must be the next number: an existing one is a 409.
     """
     _require(actor, REGISTER_PERMISSION, "Only data scientists may register versions.")
     lineage_values = lineage_clean(model=model, lineage=lineage)
@@ -826,6 +833,23 @@ def version_package(*, version_id: int) -> ModelVersion | None:
         return _step_error(version_id, step, exc)
     finally:
         remove_tree(scratch)
+
+
+def artifact_sweep(*, older_than: timedelta | None = None, now=None) -> list[str]:
+    """Remove source archives that no version references and that are older than
+    `older_than`: what a registration leaves when its process is killed between the copy and
+    the commit, or when a caller's own transaction rolls the row back. Returns their URIs."""
+    cutoff = (now or timezone.now()) - (older_than if older_than is not None else sweep_after())
+    store = artifact_store()
+    referenced = set(ModelVersion.objects.values_list("artifact_uri", flat=True))
+    removed = []
+    for stored in store.sources():
+        if stored.uri in referenced or stored.modified >= cutoff:
+            continue
+        store.delete(stored.uri)
+        logger.info("Removed %s: no version references it", stored.uri)
+        removed.append(stored.uri)
+    return removed
 
 
 def version_requeue_stuck(*, older_than: timedelta | None = None) -> list[int]:

@@ -1,7 +1,7 @@
 """The artifact store: where registered archives and built packages live.
 
 A local folder by default; S3 when `BERTH_ARTIFACT_STORE` is `s3://bucket/prefix`. Both answer
-the same four calls. A local URI is an absolute path; an S3 URI is `s3://bucket/key`. `fetch`
+the same calls. A local URI is an absolute path; an S3 URI is `s3://bucket/key`. `fetch`
 reads either kind whatever the configured store is, so versions registered before a change of
 store stay readable.
 """
@@ -9,8 +9,12 @@ store stay readable.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
@@ -19,9 +23,24 @@ from django.conf import settings
 
 from portal import aws
 
+# Where registration keeps a version's source archive: `<model>/sources/<file>`.
+SOURCE_KEY = re.compile(r"^[^/]+/sources/[^/]+$")
+# What a copy into a local store that never finished leaves: `<folder>/.put-<random>`.
+UNFINISHED_PUT = ".put-"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    uri: str
+    modified: datetime
+
 
 class ArtifactStore(Protocol):
     def put(self, local_path: Path, key: str) -> str: ...
+
+    def sources(self) -> Iterator[StoredObject]:
+        """Every source archive in the store (and, locally, unfinished copies)."""
+        ...
 
     def fetch(self, uri: str, dest: Path) -> Path: ...
 
@@ -60,7 +79,7 @@ class LocalArtifactStore:
         target = self.path_for(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         # Write next to the target, then rename: a reader never sees half a file.
-        fd, tmp = tempfile.mkstemp(prefix=".put-", dir=target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=UNFINISHED_PUT, dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as out, open(local_path, "rb") as src:
                 shutil.copyfileobj(src, out, 1024 * 1024)
@@ -70,6 +89,20 @@ class LocalArtifactStore:
             Path(tmp).unlink(missing_ok=True)
             raise
         return str(target)
+
+    def sources(self) -> Iterator[StoredObject]:
+        if not self.root.is_dir():
+            return
+        for dirpath, _, filenames in os.walk(self.root):
+            for name in filenames:
+                path = Path(dirpath) / name
+                key = path.relative_to(self.root).as_posix()
+                if SOURCE_KEY.match(key) or name.startswith(UNFINISHED_PUT):
+                    try:
+                        mtime = path.stat().st_mtime
+                    except FileNotFoundError:  # removed meanwhile
+                        continue
+                    yield StoredObject(str(path), datetime.fromtimestamp(mtime, UTC))
 
     def fetch(self, uri: str, dest: Path) -> Path:
         return fetch_uri(uri, dest)
@@ -114,6 +147,18 @@ class S3ArtifactStore:
         bucket, object_key = split_s3_uri(uri)
         aws.client("s3").upload_file(str(local_path), bucket, object_key)
         return uri
+
+    def sources(self) -> Iterator[StoredObject]:
+        base = f"{self.prefix}/" if self.prefix else ""
+        pages = (
+            aws.client("s3")
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=self.bucket, Prefix=base)
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                if SOURCE_KEY.match(item["Key"][len(base) :]):
+                    yield StoredObject(f"s3://{self.bucket}/{item['Key']}", item["LastModified"])
 
     def fetch(self, uri: str, dest: Path) -> Path:
         return fetch_uri(uri, dest)

@@ -1,6 +1,7 @@
-"""Celery tasks of the registry: the pipeline steps and the beat task that requeues stuck
-versions. Each takes an id and calls one service; the services are idempotent, so a message
-delivered twice (acks_late after a lost worker) does no harm."""
+"""Celery tasks of the registry: the pipeline steps and the beat tasks that requeue stuck
+versions and sweep unreferenced source archives. Each takes an id and calls one service; the
+services are idempotent, so a message delivered twice (acks_late after a lost worker) does
+no harm."""
 
 from celery import shared_task
 
@@ -25,3 +26,8 @@ def version_package(version_id: int) -> None:
 @shared_task(name="registry.tasks.version_requeue_stuck")
 def version_requeue_stuck() -> list[int]:
     return services.version_requeue_stuck()
+
+
+@shared_task(name="registry.tasks.artifact_sweep")
+def artifact_sweep() -> list[str]:
+    return services.artifact_sweep()

@@ -19,3 +19,5 @@ BERTH_ARCHIVE_LIMITS = {
     "max_ratio": env_int("BERTH_ARCHIVE_MAX_RATIO", 200),
 }
 BERTH_UPLOAD_MAX_BYTES = env_int("BERTH_UPLOAD_MAX_BYTES", 2 * 1024**3)
+# A source archive no version references is removed (hourly) once it is this old.
+BERTH_ARTIFACT_SWEEP_AFTER_HOURS = env_int("BERTH_ARTIFACT_SWEEP_AFTER_HOURS", 24)

@@ -1,11 +1,15 @@
 """The artifact store: local folder and S3 (moto), and registration from s3:// URIs."""
 
 import hashlib
+import os
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import boto3
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 from moto import mock_aws
 
 from portal import aws
@@ -207,3 +211,70 @@ def test_deterministic_package_bytes(tmp_path):
     second = build_tar_gz(repo, tmp_path / "two.tar.gz")
     assert first.sha256 == second.sha256
     assert first.path.read_bytes() == second.path.read_bytes()
+
+
+def backdate(path: Path, hours: float) -> None:
+    then = time.time() - hours * 3600
+    os.utime(path, (then, then))
+
+
+@pytest.mark.django_db
+def test_sweep_removes_only_old_source_archives_no_version_references(
+    registry_dirs, user, model, demo_tar
+):
+    kept = services.version_register(
+        actor=user,
+        model=model,
+        archive=SimpleUploadedFile("d.tar.gz", demo_tar.read_bytes()),
+        lineage={},
+    )
+    store = artifact_store()
+    backdate(Path(kept.artifact_uri), 48)
+    stray = Path(store.put(demo_tar, "iris/sources/0123456789abcdef-killed.tar.gz"))
+    backdate(stray, 48)
+    fresh = Path(store.put(demo_tar, "iris/sources/0123456789abcdef-in-flight.tar.gz"))
+    unfinished = stray.parent / ".put-abc123"  # a copy killed half-way
+    unfinished.write_bytes(b"half")
+    backdate(unfinished, 48)
+    package = Path(store.put(demo_tar, "iris/1/iris_1.tar.gz"))  # not a source: never swept
+    backdate(package, 48)
+
+    removed = services.artifact_sweep()
+
+    assert sorted(removed) == sorted([str(stray), str(unfinished)])
+    assert not stray.exists() and not unfinished.exists()
+    assert Path(kept.artifact_uri).exists() and fresh.exists() and package.exists()
+    assert services.artifact_sweep() == []
+
+
+@pytest.mark.django_db
+def test_sweep_of_an_s3_store(s3, settings, user, model, demo_tar):
+    settings.BERTH_ARTIFACT_STORE = "s3://berth-artifacts/registry"
+    kept = services.version_register(
+        actor=user,
+        model=model,
+        archive=SimpleUploadedFile("d.tar.gz", demo_tar.read_bytes()),
+        lineage={},
+    )
+    store = artifact_store()
+    stray = store.put(demo_tar, "iris/sources/0123456789abcdef-killed.tar.gz")
+    store.put(demo_tar, "iris/1/iris_1.tar.gz")
+    s3.put_object(Bucket="berth-artifacts", Key="elsewhere/sources/not-ours.tar.gz", Body=b"x")
+
+    # Everything was written just now: nothing is old enough yet.
+    assert services.artifact_sweep() == []
+    later = timezone.now() + timedelta(days=2)
+    assert services.artifact_sweep(now=later) == [stray]
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="berth-artifacts")["Contents"]}
+    assert keys == {
+        kept.artifact_uri.removeprefix("s3://berth-artifacts/"),
+        "registry/iris/1/iris_1.tar.gz",
+        "elsewhere/sources/not-ours.tar.gz",
+    }
+
+
+def test_the_sweep_runs_on_beat():
+    from portal.celery import app
+
+    entries = {entry["task"] for entry in app.conf.beat_schedule.values()}
+    assert "registry.tasks.artifact_sweep" in entries
