@@ -16,7 +16,7 @@ from google.protobuf import text_format
 
 def _import_model_config_pb2() -> ModuleType:
     """tritonclient's generated `model_config_pb2`, without running `tritonclient.grpc`'s
-    `__init__`: that imports grpc and numpy (about 40 MiB of resident memory), which reading
+    `__init__`: that imports grpc and numpy (about 28 MiB of resident memory), which reading
     a config never uses, in every process that stages packages.
 
     The module is registered under its own name, so a later `import tritonclient.grpc` (the

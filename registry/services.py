@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from .choices import (
     transition_allowed,
 )
 from .models import ModelVersion, RegisteredModel, TestResult, model_name_validator
-from .storage import artifact_store
+from .storage import artifact_store, source_key
 from .validation import test_cases_schema_problems
 
 logger = logging.getLogger(__name__)
@@ -364,10 +363,7 @@ def version_register(
         # Checked once before the copy, so a refused request costs no upload, and again
         # under the lock, where the answer is final.
         _next_number(model, staged, version)
-        # A key of its own: two registrations of one archive never share a file, so the one
-        # that loses deletes only its own.
-        key = f"{model.name}/sources/{staged.sha256[:16]}-{uuid.uuid4().hex[:12]}{staged.suffix}"
-        stored_uri = store.put(staged.path, key)
+        stored_uri = store.put(staged.path, source_key(model.name, staged.sha256, staged.suffix))
         with transaction.atomic():
             # Lock the model row: registrations of one model take numbers one at a time.
             locked = RegisteredModel.objects.select_for_update(of=("self",)).get(pk=model.pk)

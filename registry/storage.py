@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,14 @@ from portal import aws
 
 # Where registration keeps a version's source archive: `<model>/sources/<file>`.
 SOURCE_KEY = re.compile(r"^[^/]+/sources/[^/]+$")
+
+
+def source_key(model: str, sha256: str, suffix: str) -> str:
+    """A key of its own for one registration's archive: two registrations of the same archive
+    never share a file, so the one that loses deletes only its own."""
+    return f"{model}/sources/{sha256[:16]}-{uuid.uuid4().hex[:12]}{suffix}"
+
+
 # What a copy into a local store that never finished leaves: `<folder>/.put-<random>`.
 UNFINISHED_PUT = ".put-"
 
