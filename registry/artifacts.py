@@ -13,6 +13,9 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -27,6 +30,8 @@ from .storage import s3_object_size, split_s3_uri
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 CHUNK = 1024 * 1024
+# Objects of a repository under an S3 prefix downloaded at once.
+S3_DOWNLOAD_THREADS = 8
 
 
 class PayloadTooLarge(ServiceError):
@@ -223,7 +228,7 @@ def _stage_s3_folder(uri: str, bucket: str, prefix: str) -> StagedArtifact:
     limits = settings.BERTH_ARCHIVE_LIMITS
     budget = min(max_upload_bytes(), limits["max_total_bytes"])
     client = aws.client("s3")
-    objects: list[tuple[Path, str]] = []
+    objects: list[tuple[Path, str, int]] = []
     total = 0
     try:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -232,8 +237,9 @@ def _stage_s3_folder(uri: str, bucket: str, prefix: str) -> StagedArtifact:
                 rest = key[len(prefix) :]
                 if not rest:
                     continue  # the prefix's own folder marker
-                objects.append((_relative_key(rest.removesuffix("/"), uri), key))
-                total += int(item["Size"])
+                size = int(item["Size"])
+                objects.append((_relative_key(rest.removesuffix("/"), uri), key, size))
+                total += size
                 if len(objects) > limits["max_files"]:
                     raise ServiceError(
                         f"{uri} holds more than {limits['max_files']} objects.", field="uri"
@@ -249,36 +255,62 @@ def _stage_s3_folder(uri: str, bucket: str, prefix: str) -> StagedArtifact:
         raise ServiceError(f"No such S3 object, and no objects under {uri}.", field="uri")
     folder = scratch_dir("s3-repository-")
     try:
-        left = budget
-        for relative, key in objects:
-            dest = folder / relative
+        for relative, key, _ in objects:
+            if key.endswith("/"):
+                # A folder marker (the S3 console's "Create folder"): S3 has no folders, and
+                # an ensemble needs its empty version folder.
+                with _writing(f"s3://{bucket}/{key}", uri):
+                    (folder / relative).mkdir(parents=True, exist_ok=True)
+        # Several at once: on S3 each object costs a round trip, whatever its size.
+        with ThreadPoolExecutor(S3_DOWNLOAD_THREADS, thread_name_prefix="s3-source") as pool:
+            downloads = [
+                pool.submit(_download, client, bucket, key, folder / relative, size, uri)
+                for relative, key, size in objects
+                if not key.endswith("/")
+            ]
             try:
-                if key.endswith("/"):
-                    # A folder marker (the S3 console's "Create folder"): S3 has no folders,
-                    # and an ensemble needs its empty version folder.
-                    dest.mkdir(parents=True, exist_ok=True)
-                    continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                body = client.get_object(Bucket=bucket, Key=key)["Body"]
-                _, size = _copy_limited(body, dest, field="uri", limit=left)
-            except PayloadTooLarge as exc:  # an object grew after the listing
-                raise PayloadTooLarge(
-                    f"The objects under {uri} add up to more than {budget} bytes.", field="uri"
-                ) from exc
-            except (NotADirectoryError, FileExistsError, IsADirectoryError) as exc:
-                raise ServiceError(
-                    f"s3://{bucket}/{key} is both a file and a folder under {uri}.", field="uri"
-                ) from exc
-            except OSError as exc:  # a key too long for a file name, say
-                raise ServiceError(
-                    f"s3://{bucket}/{key} cannot be kept as a file: {exc.strerror}.", field="uri"
-                ) from exc
-            except (BotoCoreError, ClientError) as exc:
-                raise ServiceError(f"Cannot read s3://{bucket}/{key}: {exc}", field="uri") from exc
-            left -= size
+                for download in downloads:
+                    download.result()
+            except BaseException:
+                for download in downloads:
+                    download.cancel()
+                raise
         return _archive_folder(folder, label=uri)
     finally:
         remove_tree(folder)
+
+
+def _download(client, bucket: str, key: str, dest: Path, size: int, uri: str) -> None:
+    """Download one object of a repository folder, refusing more bytes than were listed."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    object_uri = f"s3://{bucket}/{key}"
+    with _writing(object_uri, uri):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            body = client.get_object(Bucket=bucket, Key=key)["Body"]
+            _copy_limited(body, dest, field="uri", limit=size)
+        except PayloadTooLarge as exc:
+            raise ServiceError(
+                f"{object_uri} changed while it was read; register {uri} again.", field="uri"
+            ) from exc
+        except (BotoCoreError, ClientError) as exc:
+            raise ServiceError(f"Cannot read {object_uri}: {exc}", field="uri") from exc
+
+
+@contextmanager
+def _writing(object_uri: str, uri: str) -> Iterator[None]:
+    """File-system refusals while one object of `uri` is put on disk, as the client's error."""
+    try:
+        yield
+    except (NotADirectoryError, FileExistsError, IsADirectoryError) as exc:
+        raise ServiceError(
+            f"{object_uri} is both a file and a folder under {uri}.", field="uri"
+        ) from exc
+    except OSError as exc:  # a key too long for a file name, say
+        raise ServiceError(
+            f"{object_uri} cannot be kept as a file: {exc.strerror}.", field="uri"
+        ) from exc
 
 
 def _relative_key(rest: str, uri: str) -> Path:

@@ -152,6 +152,43 @@ def test_register_a_repository_folder_under_an_s3_prefix(s3, registry_dirs, user
 
 
 @pytest.mark.django_db
+def test_a_repository_of_many_objects_arrives_whole(s3, registry_dirs, user, model):
+    from dataplane.examples import write_demo_repository
+
+    repo = write_demo_repository(registry_dirs / "repo")
+    assets = repo / "demo_preprocess" / "1" / "assets"
+    for i in range(60):  # more objects than download threads, in nested folders
+        (assets / f"group{i % 7}").mkdir(parents=True, exist_ok=True)
+        (assets / f"group{i % 7}" / f"vocab{i}.txt").write_text(f"token {i}\n" * (i + 1))
+    upload_folder(s3, repo, "ci-uploads", "many/")
+    version = services.version_register(
+        actor=user, model=model, uri="s3://ci-uploads/many/", lineage={}
+    )
+    assert version.content_sha256 == build_tar_gz(repo, registry_dirs / "local.tar.gz").sha256
+
+
+@pytest.mark.django_db
+def test_an_object_that_grows_after_the_listing_is_refused(
+    s3, registry_dirs, user, model, monkeypatch
+):
+    from registry import artifacts
+
+    s3.put_object(Bucket="ci-uploads", Key="racy/m/config.pbtxt", Body=b"x" * 10)
+    relative_key = artifacts._relative_key
+
+    def listed_then_rewritten(rest, uri):
+        s3.put_object(Bucket="ci-uploads", Key="racy/m/config.pbtxt", Body=b"x" * 5000)
+        return relative_key(rest, uri)
+
+    monkeypatch.setattr(artifacts, "_relative_key", listed_then_rewritten)
+    with pytest.raises(ServiceError) as error:
+        services.version_register(actor=user, model=model, uri="s3://ci-uploads/racy/", lineage={})
+    assert error.value.field == "uri" and "changed while it was read" in error.value.message
+    assert not ModelVersion.objects.exists()
+    assert not list((registry_dirs / "scratch").iterdir())
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     ("keys", "limits", "status", "words"),
     [
