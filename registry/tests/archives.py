@@ -6,8 +6,15 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+from django.core.files.uploadedfile import SimpleUploadedFile
+
 from dataplane.examples import write_demo_repository
 from registry.packaging import build_tar_gz
+
+
+def upload(path: Path) -> SimpleUploadedFile:
+    """An archive on disk as the browser or a multipart API request hands it over."""
+    return SimpleUploadedFile(path.name, path.read_bytes(), content_type="application/gzip")
 
 
 def demo_archive(dest: Path, *, name: str = "demo.tar.gz") -> Path:

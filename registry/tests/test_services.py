@@ -18,14 +18,11 @@ from registry.choices import VersionStatus
 from registry.models import ModelVersion, RegisteredModel, TestResult
 
 from . import archives
+from .archives import upload
 from .conftest import LINEAGE
 from .factories import ModelVersionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
-
-
-def upload(path: Path) -> SimpleUploadedFile:
-    return SimpleUploadedFile(path.name, path.read_bytes(), content_type="application/gzip")
 
 
 def stored_files(root: Path) -> list[Path]:

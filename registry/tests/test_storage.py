@@ -8,7 +8,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 from moto import mock_aws
 
@@ -19,6 +18,8 @@ from registry.choices import VersionStatus
 from registry.models import ModelVersion
 from registry.packaging import build_tar_gz
 from registry.storage import LocalArtifactStore, S3ArtifactStore, artifact_store
+
+from .archives import upload
 
 
 @pytest.fixture
@@ -232,7 +233,7 @@ def test_failed_registration_removes_the_s3_object(
         services.version_register(
             actor=user,
             model=model,
-            archive=SimpleUploadedFile("d.tar.gz", demo_tar.read_bytes()),
+            archive=upload(demo_tar),
             lineage={},
         )
     assert s3.list_objects_v2(Bucket="berth-artifacts").get("KeyCount", 0) == 0
@@ -259,12 +260,7 @@ def backdate(path: Path, hours: float) -> None:
 def test_sweep_removes_only_old_source_archives_no_version_references(
     registry_dirs, user, model, demo_tar
 ):
-    kept = services.version_register(
-        actor=user,
-        model=model,
-        archive=SimpleUploadedFile("d.tar.gz", demo_tar.read_bytes()),
-        lineage={},
-    )
+    kept = services.version_register(actor=user, model=model, archive=upload(demo_tar), lineage={})
     store = artifact_store()
     backdate(Path(kept.artifact_uri), 48)
     stray = Path(store.put(demo_tar, "iris/sources/0123456789abcdef-killed.tar.gz"))
@@ -287,12 +283,7 @@ def test_sweep_removes_only_old_source_archives_no_version_references(
 @pytest.mark.django_db
 def test_sweep_of_an_s3_store(s3, settings, user, model, demo_tar):
     settings.BERTH_ARTIFACT_STORE = "s3://berth-artifacts/registry"
-    kept = services.version_register(
-        actor=user,
-        model=model,
-        archive=SimpleUploadedFile("d.tar.gz", demo_tar.read_bytes()),
-        lineage={},
-    )
+    kept = services.version_register(actor=user, model=model, archive=upload(demo_tar), lineage={})
     store = artifact_store()
     stray = store.put(demo_tar, "iris/sources/0123456789abcdef-killed.tar.gz")
     store.put(demo_tar, "iris/1/iris_1.tar.gz")
