@@ -1,4 +1,5 @@
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -63,7 +64,9 @@ def test_sagemaker_endpoint_charts_come_from_cloudwatch(client, user, sagemaker_
     )
     assert response.status_code == 200
     html = response.content.decode()
-    assert "vendor/plotly/plotly.min.js" in html and "cdn" not in html.lower()
+    sources = re.findall(r'<script[^>]*\bsrc="([^"]+)"', html)
+    assert "/static/vendor/plotly/plotly.min.js" in sources
+    assert all(src.startswith("/static/") for src in sources), sources
 
     invocations = figure(response, "invocations")["data"]
     assert invocations[0]["name"] == "Invocations" and invocations[0]["y"] == [12.0]
