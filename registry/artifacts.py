@@ -272,8 +272,7 @@ def _stage_s3_folder(uri: str, bucket: str, prefix: str) -> StagedArtifact:
                 for download in downloads:
                     download.result()
             except BaseException:
-                for download in downloads:
-                    download.cancel()
+                pool.shutdown(cancel_futures=True)  # the first failure stops the rest
                 raise
         return _archive_folder(folder, label=uri)
     finally:
