@@ -1,9 +1,14 @@
 """Django admin for deployments. Approving and rejecting promotion requests are admin
 actions that call the same services as the browser and the API, so the four-eyes rule
-holds here too."""
+holds here too; endpoints and environments are created, changed and deleted through their
+services as well (admins only, audited)."""
 
+import copy
+
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.forms.models import construct_instance
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
@@ -22,18 +27,214 @@ from .models import (
 )
 
 
+class LinesField(forms.CharField):
+    """A list of strings edited as one per line (the allow-lists). Django has no such form
+    field outside django.contrib.postgres, whose SimpleArrayField is for ArrayField."""
+
+    widget = forms.Textarea(attrs={"rows": 3, "cols": 80})
+
+    def prepare_value(self, value):
+        if isinstance(value, list | tuple):
+            return "\n".join(value)
+        return value
+
+    def to_python(self, value):
+        if isinstance(value, list | tuple):
+            return list(value)
+        text = super().to_python(value) or ""
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+class ServiceAdminMixin:
+    """Endpoints and environments change through their services, whatever the way in: the
+    permission is the services' rule, the form's validation is the service's check (so its
+    errors show on their fields), and saving and deleting call the services, which write
+    the audit record."""
+
+    def _allowed(self, request) -> bool:
+        return services.may_configure(request.user)
+
+    def has_add_permission(self, request):
+        return self._allowed(request)
+
+    def has_change_permission(self, request, obj=None):
+        return self._allowed(request)
+
+    def has_delete_permission(self, request, obj=None):
+        return self._allowed(request)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.delete_model(request, obj)
+
+
+def _service_check(form: forms.ModelForm, data: dict, check, argument: str) -> dict:
+    """Run the service's check on a copy of the instance holding the form's values, before
+    the model's own validation: its reasons (which endpoint already maps there, which
+    allow-list refuses a bucket) are what the admin reads, and what it resolves (an empty
+    target is the endpoint's name) is what the form saves."""
+    if form.errors:
+        return data
+    candidate = construct_instance(form, copy.copy(form.instance))
+    try:
+        check(**{argument: candidate})
+    except ServiceError as exc:
+        form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        return data
+    for name in form.fields:
+        if name in data and hasattr(candidate, name):
+            data[name] = getattr(candidate, name)
+    return data
+
+
+class EnvironmentForm(forms.ModelForm):
+    allowed_s3_buckets = LinesField(
+        required=False,
+        help_text=Environment._meta.get_field("allowed_s3_buckets").help_text + " One a line.",
+    )
+    allowed_role_arns = LinesField(
+        required=False,
+        help_text=Environment._meta.get_field("allowed_role_arns").help_text + " One a line.",
+    )
+    reason = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Why (kept in the audit record).",
+    )
+
+    class Meta:
+        model = Environment
+        fields = [
+            "name",
+            "label",
+            "requires_approval",
+            "order",
+            "description",
+            "allowed_s3_buckets",
+            "allowed_role_arns",
+        ]
+
+    def clean(self):
+        return _service_check(self, super().clean(), services.environment_check, "environment")
+
+
 @admin.register(Environment)
-class EnvironmentAdmin(admin.ModelAdmin):
+class EnvironmentAdmin(ServiceAdminMixin, admin.ModelAdmin):
+    """No list_editable: approval is changed on the environment's own page, through the
+    service, which records the old and new value."""
+
+    form = EnvironmentForm
     list_display = ["name", "label", "requires_approval", "order"]
-    list_editable = ["requires_approval", "order"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["name"] if obj is not None else []
+
+    def save_model(self, request, obj, form, change):
+        data = {
+            f: form.cleaned_data[f] for f in services.ENVIRONMENT_FIELDS if f in form.cleaned_data
+        }
+        reason = form.cleaned_data.get("reason", "")
+        if change:
+            saved = services.environment_update(
+                actor=request.user, environment=obj, source=Source.ADMIN, reason=reason, **data
+            )
+        else:
+            data.pop("label", None)
+            saved = services.environment_create(
+                actor=request.user,
+                name=obj.name,
+                label=obj.label,
+                source=Source.ADMIN,
+                **data,
+            )
+        obj.pk = saved.pk
+
+    def delete_model(self, request, obj):
+        services.environment_delete(actor=request.user, environment=obj, source=Source.ADMIN)
+
+
+class EndpointForm(forms.ModelForm):
+    reason = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Why (kept in the audit record).",
+    )
+
+    class Meta:
+        model = Endpoint
+        fields = [
+            "name",
+            "environment",
+            "backend",
+            "target_name",
+            "description",
+            "memory_budget_bytes",
+            "region",
+            "instance_type",
+            "initial_instance_count",
+            "execution_role_arn",
+            "s3_prefix",
+            "image_uri",
+            "variant_name",
+            "autoscaling_min_instances",
+            "autoscaling_max_instances",
+            "target_invocations_per_instance",
+            "scale_in_cooldown_seconds",
+            "scale_out_cooldown_seconds",
+        ]
+
+    def clean(self):
+        return _service_check(self, super().clean(), services.endpoint_check, "endpoint")
 
 
 @admin.register(Endpoint)
-class EndpointAdmin(admin.ModelAdmin):
-    list_display = ["name", "environment", "backend", "instance_type", "region", "created_at"]
+class EndpointAdmin(ServiceAdminMixin, admin.ModelAdmin):
+    form = EndpointForm
+    list_display = [
+        "name",
+        "environment",
+        "backend",
+        "target_name",
+        "instance_type",
+        "region",
+        "created_at",
+    ]
     list_filter = ["environment", "backend"]
-    search_fields = ["name", "dataplane_endpoint"]
-    readonly_fields = ["created_by", "created_at", "provisioned_at"]
+    search_fields = ["name", "target_name"]
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = ["created_by", "created_at", "provisioned_at"]
+        # The portal's key and the kind of endpoint stay; create another to change them.
+        return fields + ["name", "backend"] if obj is not None else fields
+
+    def save_model(self, request, obj, form, change):
+        data = {
+            f: form.cleaned_data[f]
+            for f in services.ENDPOINT_UPDATE_FIELDS
+            if f in form.cleaned_data
+        }
+        if change:
+            services.endpoint_update(
+                actor=request.user,
+                endpoint=obj,
+                source=Source.ADMIN,
+                reason=form.cleaned_data.get("reason", ""),
+                **data,
+            )
+            return
+        environment = data.pop("environment")
+        saved = services.endpoint_create(
+            actor=request.user,
+            name=obj.name,
+            environment=environment,
+            backend=obj.backend,
+            source=Source.ADMIN,
+            **data,
+        )
+        obj.pk = saved.pk
+
+    def delete_model(self, request, obj):
+        services.endpoint_delete(actor=request.user, endpoint=obj, source=Source.ADMIN)
 
 
 class DeploymentLogInline(admin.TabularInline):

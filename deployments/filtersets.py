@@ -1,15 +1,21 @@
 """Filters shared by the list pages and the list API."""
 
 import django_filters
+from django import forms
 
 from .choices import Backend, DeploymentKind, DeploymentState, PromotionState
-from .models import Deployment, Endpoint, Environment, PromotionRequest
+from .models import Deployment, Endpoint, PromotionRequest
+
+
+class IntegerFilter(django_filters.NumberFilter):
+    """A whole number (NumberFilter takes decimals, which no version number is)."""
+
+    field_class = forms.IntegerField
 
 
 class EndpointFilterSet(django_filters.FilterSet):
-    environment = django_filters.ModelChoiceFilter(
-        field_name="environment", to_field_name="name", queryset=Environment.objects.all()
-    )
+    # By name: an environment that does not exist matches no endpoint (an empty page).
+    environment = django_filters.CharFilter(field_name="environment__name")
     backend = django_filters.ChoiceFilter(choices=Backend.choices)
 
     class Meta:
@@ -20,7 +26,7 @@ class EndpointFilterSet(django_filters.FilterSet):
 class DeploymentFilterSet(django_filters.FilterSet):
     endpoint = django_filters.CharFilter(field_name="endpoint__name")
     model = django_filters.CharFilter(field_name="model__name")
-    version = django_filters.NumberFilter(field_name="version__version")
+    version = IntegerFilter(field_name="version__version")
     environment = django_filters.CharFilter(field_name="endpoint__environment__name")
     state = django_filters.MultipleChoiceFilter(choices=DeploymentState.choices)
     kind = django_filters.ChoiceFilter(choices=DeploymentKind.choices)

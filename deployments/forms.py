@@ -91,13 +91,19 @@ class ReviewForm(forms.Form):
 
 
 class EndpointForm(forms.Form):
-    """A new endpoint, outside the wizard."""
+    """A new endpoint, outside the wizard (admins only; the service says so)."""
 
     name = forms.CharField(max_length=63, validators=[endpoint_name_validator])
     environment = forms.ModelChoiceField(queryset=Environment.objects.all(), to_field_name="name")
     backend = forms.ChoiceField(choices=Backend.choices, initial=Backend.LOCAL)
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
-    dataplane_endpoint = forms.CharField(required=False, label="Data plane endpoint name")
+    target_name = forms.CharField(
+        required=False,
+        max_length=63,
+        label="Maps to",
+        help_text="The data-plane endpoint (local) or SageMaker endpoint (sagemaker) it deploys "
+        "to. Empty: its own name.",
+    )
     memory_budget_bytes = forms.IntegerField(min_value=1, required=False)
     region = forms.CharField(required=False)
     instance_type = forms.ChoiceField(

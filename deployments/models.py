@@ -1,7 +1,11 @@
 """Environments, endpoints, deployments of packaged versions onto endpoints, what is live
 where (and was, when), and promotion requests from staging to production."""
 
+import re
+from urllib.parse import urlparse
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -22,17 +26,49 @@ from .choices import (
 )
 
 # SageMaker's rule for endpoint names; local endpoints follow it too, so an endpoint can
-# move between backends under the same name.
+# move between backends under the same name. What an endpoint maps to obeys it as well: a
+# name, never a path (no '/', no '.').
 # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateEndpoint.html
+ENDPOINT_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
 endpoint_name_validator = RegexValidator(
-    r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$",
+    ENDPOINT_NAME_PATTERN,
     "Letters, digits and '-'; start and end with a letter or digit.",
 )
+
+# S3 bucket names and IAM role ARNs an environment's allow-lists may hold.
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
+# https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_identifiers.html#identifiers-arns
+S3_BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+ROLE_ARN_PATTERN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+
+
+def s3_bucket_of(uri: str) -> str:
+    """The bucket of `s3://bucket/key`, or "" when `uri` is not an S3 URI with a bucket."""
+    parsed = urlparse(uri or "")
+    return parsed.netloc if parsed.scheme == "s3" else ""
+
+
+def _validate_list(value, pattern: re.Pattern, what: str) -> None:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValidationError(f"A list of {what}s.")
+    bad = [item for item in value if not pattern.match(item)]
+    if bad:
+        raise ValidationError(f"Not a valid {what}: {', '.join(bad[:5])}.")
+
+
+def validate_bucket_list(value) -> None:
+    _validate_list(value, S3_BUCKET_PATTERN, "S3 bucket name")
+
+
+def validate_role_arn_list(value) -> None:
+    _validate_list(value, ROLE_ARN_PATTERN, "IAM role ARN")
 
 
 class Environment(models.Model):
     """A stage a model goes through (staging, production). Whether deploying to it needs an
-    approved promotion request is data, not code."""
+    approved promotion request is data, not code; so are the S3 buckets and IAM roles its
+    SageMaker endpoints may name, since the portal acts with its own AWS credentials for
+    whatever an endpoint names. Only admins change environments (see services)."""
 
     name = models.SlugField(max_length=32, unique=True)
     label = models.CharField(max_length=64)
@@ -41,12 +77,44 @@ class Environment(models.Model):
     )
     order = models.PositiveSmallIntegerField(default=0, help_text="Position in the pipeline.")
     description = models.TextField(blank=True)
+    allowed_s3_buckets = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_bucket_list],
+        help_text="S3 buckets the SageMaker endpoints of this environment may load packages "
+        "from (their S3 prefix). Empty: none.",
+    )
+    allowed_role_arns = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_role_arn_list],
+        help_text="IAM role ARNs the SageMaker endpoints of this environment may run as. "
+        "Empty: none.",
+    )
 
     class Meta:
         ordering = ["order", "name"]
 
     def __str__(self) -> str:
         return self.label or self.name
+
+    def sagemaker_refusals(self, *, s3_prefix: str, execution_role_arn: str) -> dict[str, str]:
+        """Why a SageMaker endpoint of this environment may not name this S3 prefix or this
+        role, per field; empty when both are on the allow-lists. Exact matches only: a
+        pattern would let a look-alike bucket or role through."""
+        refusals = {}
+        bucket = s3_bucket_of(s3_prefix)
+        if bucket and bucket not in (self.allowed_s3_buckets or []):
+            refusals["s3_prefix"] = (
+                f"The bucket {bucket} is not on the {self.name} environment's allow-list of S3 "
+                "buckets; an admin adds it to the environment first."
+            )
+        if execution_role_arn and execution_role_arn not in (self.allowed_role_arns or []):
+            refusals["execution_role_arn"] = (
+                f"The role {execution_role_arn} is not on the {self.name} environment's "
+                "allow-list of IAM roles; an admin adds it to the environment first."
+            )
+        return refusals
 
 
 class Endpoint(models.Model):
@@ -62,10 +130,18 @@ class Endpoint(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
-    # Local data plane.
-    dataplane_endpoint = models.CharField(
-        max_length=63, blank=True, help_text="Endpoint name in the local data plane gateway."
+    # What the endpoint maps to: the data plane's endpoint (local) or the SageMaker endpoint
+    # (sagemaker). Stored resolved (never empty: save() fills in the name), so the database
+    # holds it unique per backend, and a name, never a path.
+    target_name = models.CharField(
+        max_length=63,
+        blank=True,
+        validators=[endpoint_name_validator],
+        help_text="The data-plane endpoint (local) or SageMaker endpoint (sagemaker) this "
+        "endpoint deploys to; empty: its own name. Unique per backend.",
     )
+
+    # Local data plane.
     memory_budget_bytes = models.BigIntegerField(
         null=True, blank=True, help_text="Memory the data plane may fill with loaded models."
     )
@@ -114,13 +190,48 @@ class Endpoint(models.Model):
                 condition=Q(autoscaling_max_instances__gte=models.F("autoscaling_min_instances")),
                 name="endpoint_autoscaling_max_gte_min",
             ),
+            # Two portal endpoints on one data-plane or SageMaker endpoint would let a deployment
+            # to one (staging, no approval) serve on the other (production).
+            models.UniqueConstraint(
+                fields=["backend", "target_name"],
+                name="one_endpoint_per_backend_target",
+                violation_error_message="Another endpoint of this backend maps to this name.",
+            ),
+            models.CheckConstraint(
+                condition=Q(target_name__regex=ENDPOINT_NAME_PATTERN),
+                name="endpoint_target_name_is_a_name",
+                violation_error_message="What an endpoint maps to must be a name.",
+            ),
+        ]
+        permissions = [
+            (
+                "configure_endpoint",
+                "Can create and change endpoints and environments (what they map to, "
+                "allow-lists, approval)",
+            )
         ]
 
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args, **kwargs):
+        if not self.target_name:
+            self.target_name = self.name
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "target_name"}
+        super().save(*args, **kwargs)
+
     def get_absolute_url(self) -> str:
         return reverse("deployments:endpoint-detail", kwargs={"name": self.name})
+
+    @property
+    def dataplane_endpoint(self) -> str:
+        """The name the API and forms used before `target_name`; local endpoints only."""
+        return self.target_name if self.backend == Backend.LOCAL else ""
+
+    @dataplane_endpoint.setter
+    def dataplane_endpoint(self, value: str) -> None:
+        self.target_name = value
 
     @property
     def requires_approval(self) -> bool:

@@ -43,13 +43,14 @@ from .models import (
     LiveVersion,
     LiveVersionHistory,
     PromotionRequest,
+    s3_bucket_of,
 )
 
 logger = logging.getLogger(__name__)
 
 APPROVE_PERMISSION = "deployments.approve_promotionrequest"
 DEPLOY_PERMISSION = "deployments.add_deployment"
-ENDPOINT_PERMISSION = "deployments.add_endpoint"
+CONFIGURE_PERMISSION = "deployments.configure_endpoint"
 PROMOTION_PERMISSION = "deployments.add_promotionrequest"
 HEARTBEAT_SECONDS = 10
 
@@ -70,11 +71,23 @@ def _on_commit_task(task_name: str, *args: Any) -> None:
     transaction.on_commit(send)
 
 
-# Endpoints -------------------------------------------------------------------------------
+# Endpoints and environments -----------------------------------------------------------
+#
+# What an endpoint maps to decides where a deployment lands, and an environment's approval
+# setting is the gate in front of production: someone who may deploy to staging without
+# approval must not be able to point a staging endpoint at production's data plane, or turn
+# the gate off. So creating and changing endpoints and environments is one rule's business:
+# the `configure_endpoint` permission (the admin group has it; superusers have every one).
+
+CONFIGURE_REFUSAL = (
+    "Only admins create and change endpoints and environments (permission "
+    "deployments.configure_endpoint): what an endpoint maps to and whether an environment "
+    "needs approval decide what reaches production."
+)
 
 ENDPOINT_FIELDS = {
     "description",
-    "dataplane_endpoint",
+    "target_name",
     "memory_budget_bytes",
     "region",
     "instance_type",
@@ -89,6 +102,30 @@ ENDPOINT_FIELDS = {
     "scale_in_cooldown_seconds",
     "scale_out_cooldown_seconds",
 }
+# What may change on an existing endpoint: its name (the portal's key, part of its SageMaker
+# model and configuration names) and backend stay.
+ENDPOINT_UPDATE_FIELDS = ENDPOINT_FIELDS | {"environment"}
+ENVIRONMENT_FIELDS = {
+    "label",
+    "requires_approval",
+    "order",
+    "description",
+    "allowed_s3_buckets",
+    "allowed_role_arns",
+}
+
+
+def may_configure(actor) -> bool:
+    """Whether `actor` may create and change endpoints and environments."""
+    return bool(
+        actor is not None and actor.is_authenticated and actor.has_perm(CONFIGURE_PERMISSION)
+    )
+
+
+def require_configure(actor) -> None:
+    """Refuse, with the reason, an actor who may not configure endpoints and environments."""
+    if not may_configure(actor):
+        raise PermissionDenied(CONFIGURE_REFUSAL, code="admin_only")
 
 
 def _validation_error(exc: ValidationError) -> ServiceError:
@@ -97,6 +134,75 @@ def _validation_error(exc: ValidationError) -> ServiceError:
         message = " ".join(m for e in errors for m in e.messages)
         return ServiceError(message, field=None if field == "__all__" else field)
     return ServiceError(" ".join(exc.messages))
+
+
+def endpoint_check(*, endpoint: Endpoint) -> None:
+    """Every rule an endpoint (new or changed, not saved yet) obeys; fills in what defaults
+    to something (its target name, a SageMaker endpoint's region and image). Raises a
+    ServiceError naming the field at fault. The admin's form calls it to show the errors on
+    its fields; `endpoint_create` and `endpoint_update` call it before they write."""
+    endpoint.name = (endpoint.name or "").strip()
+    endpoint.target_name = (endpoint.target_name or "").strip() or endpoint.name
+    if endpoint.backend == Backend.SAGEMAKER:
+        from .backends.sagemaker import triton_image_uri
+
+        endpoint.region = endpoint.region or settings.AWS_REGION
+        if not endpoint.execution_role_arn:
+            raise ServiceError(
+                "A SageMaker endpoint needs an execution role ARN.", field="execution_role_arn"
+            )
+        if not s3_bucket_of(endpoint.s3_prefix):
+            raise ServiceError(
+                "A SageMaker endpoint needs an S3 prefix like s3://bucket/models/.",
+                field="s3_prefix",
+            )
+        if not endpoint.s3_prefix.endswith("/"):
+            endpoint.s3_prefix += "/"
+        endpoint.image_uri = endpoint.image_uri or triton_image_uri(endpoint.region)
+        refusals = endpoint.environment.sagemaker_refusals(
+            s3_prefix=endpoint.s3_prefix, execution_role_arn=endpoint.execution_role_arn
+        )
+        if refusals:
+            field, message = next(iter(refusals.items()))
+            raise ServiceError(message, field=field, code="not_allowed")
+    else:
+        # GPU type and count are SageMaker's; a local endpoint serves on this machine.
+        endpoint.instance_type = ""
+    try:
+        endpoint.full_clean(validate_constraints=False)
+    except ValidationError as exc:
+        raise _validation_error(exc) from exc
+    holder = (
+        Endpoint.objects.filter(backend=endpoint.backend, target_name=endpoint.target_name)
+        .exclude(pk=endpoint.pk)
+        .first()
+    )
+    if holder is not None:
+        where = "data plane endpoint" if endpoint.backend == Backend.LOCAL else "SageMaker endpoint"
+        raise ServiceError(
+            f"The endpoint {holder.name} already maps to the {where} {endpoint.target_name}; "
+            "each endpoint maps to one of its own.",
+            field="target_name",
+            code="target_taken",
+        )
+
+
+def _endpoint_save(endpoint: Endpoint, **kwargs: Any) -> None:
+    """Save; a concurrent writer that took the same name or target loses cleanly."""
+    try:
+        with transaction.atomic():
+            endpoint.save(**kwargs)
+    except IntegrityError as exc:
+        raise Conflict(
+            f"Another endpoint took the name or target {endpoint.target_name} meanwhile.",
+            field="target_name",
+        ) from exc
+
+
+def _endpoint_snapshot(endpoint: Endpoint) -> dict[str, Any]:
+    snapshot = {field: getattr(endpoint, field) for field in sorted(ENDPOINT_FIELDS)}
+    snapshot["environment"] = endpoint.environment.name
+    return snapshot
 
 
 @transaction.atomic
@@ -109,54 +215,215 @@ def endpoint_create(
     source: str = Source.BROWSER,
     **fields: Any,
 ) -> Endpoint:
-    """Create an endpoint. SageMaker endpoints need an execution role and an S3 prefix; their
-    Triton image defaults to the one for the region. Nothing is created in AWS until the
-    first deployment."""
-    _require(actor, ENDPOINT_PERMISSION, "You may not create endpoints.")
+    """Create an endpoint (admins only). What it maps to is its own name unless given, and
+    unique; SageMaker endpoints need an execution role and an S3 prefix on their
+    environment's allow-lists, and their Triton image defaults to the one for the region.
+    Nothing is created in AWS until the first deployment."""
+    require_configure(actor)
     unknown = set(fields) - ENDPOINT_FIELDS
     if unknown:
         raise ServiceError(f"Unknown endpoint fields: {', '.join(sorted(unknown))}.")
-    values = {key: value for key, value in fields.items() if value not in (None, "")}
     endpoint = Endpoint(
-        name=name.strip(), environment=environment, backend=backend, created_by=actor
+        name=(name or "").strip(), environment=environment, backend=backend, created_by=actor
     )
-    for key, value in values.items():
-        setattr(endpoint, key, value)
-    if backend == Backend.SAGEMAKER:
-        from .backends.sagemaker import triton_image_uri
-
-        endpoint.region = endpoint.region or settings.AWS_REGION
-        if not endpoint.execution_role_arn:
-            raise ServiceError(
-                "A SageMaker endpoint needs an execution role ARN.", field="execution_role_arn"
-            )
-        if not endpoint.s3_prefix.startswith("s3://"):
-            raise ServiceError(
-                "A SageMaker endpoint needs an S3 prefix like s3://bucket/models/.",
-                field="s3_prefix",
-            )
-        if not endpoint.s3_prefix.endswith("/"):
-            endpoint.s3_prefix += "/"
-        endpoint.image_uri = endpoint.image_uri or triton_image_uri(endpoint.region)
-    else:
-        endpoint.dataplane_endpoint = endpoint.dataplane_endpoint or endpoint.name
-        # GPU type and count are SageMaker's; a local endpoint serves on this machine.
-        endpoint.instance_type = ""
+    for key, value in fields.items():
+        if value not in (None, ""):
+            setattr(endpoint, key, value)
     if Endpoint.objects.filter(name=endpoint.name).exists():
         raise Conflict(f"An endpoint named {endpoint.name} exists.", field="name")
-    try:
-        endpoint.full_clean()
-    except ValidationError as exc:
-        raise _validation_error(exc) from exc
-    endpoint.save()
+    endpoint_check(endpoint=endpoint)
+    _endpoint_save(endpoint)
     audit_record(
         actor=actor,
         action="endpoint.create",
         target=endpoint,
-        data={"backend": backend, "environment": environment.name},
+        data={"backend": backend, **_endpoint_snapshot(endpoint)},
         source=source,
     )
     return endpoint
+
+
+@transaction.atomic
+def endpoint_update(
+    *, actor, endpoint: Endpoint, source: str = Source.BROWSER, reason: str = "", **fields: Any
+) -> Endpoint:
+    """Change an endpoint (admins only), under the same rules as creating one. What it maps
+    to stays while versions are live on it: they serve there, and the portal would show
+    them somewhere they are not. The audit record holds every changed field, before and
+    after."""
+    require_configure(actor)
+    unknown = set(fields) - ENDPOINT_UPDATE_FIELDS
+    if unknown:
+        raise ServiceError(
+            f"These endpoint fields cannot be changed: {', '.join(sorted(unknown))}.",
+            field=sorted(unknown)[0],
+        )
+    endpoint = (
+        Endpoint.objects.select_for_update(of=("self",))
+        .select_related("environment")
+        .get(pk=endpoint.pk)
+    )
+    before = _endpoint_snapshot(endpoint)
+    for key, value in fields.items():
+        if value is None and key in ENDPOINT_FIELDS:
+            value = Endpoint._meta.get_field(key).get_default()
+        setattr(endpoint, key, value)
+    endpoint_check(endpoint=endpoint)
+    after = _endpoint_snapshot(endpoint)
+    changes = {
+        key: {"before": before[key], "after": after[key]}
+        for key in after
+        if before[key] != after[key]
+    }
+    if not changes:
+        return endpoint
+    if "target_name" in changes and LiveVersion.objects.filter(endpoint=endpoint).exists():
+        raise Conflict(
+            f"Versions are live on {endpoint.name} at {before['target_name']}; create another "
+            "endpoint to serve from elsewhere.",
+            field="target_name",
+            code="endpoint_live",
+        )
+    _endpoint_save(endpoint)
+    audit_record(
+        actor=actor,
+        action="endpoint.update",
+        target=endpoint,
+        reason=reason,
+        data={"changes": changes},
+        source=source,
+    )
+    return endpoint
+
+
+@transaction.atomic
+def endpoint_delete(*, actor, endpoint: Endpoint, source: str = Source.BROWSER) -> None:
+    """Delete an endpoint nothing was ever deployed to (admins only)."""
+    require_configure(actor)
+    endpoint = Endpoint.objects.select_for_update(of=("self",)).get(pk=endpoint.pk)
+    if endpoint.deployments.exists() or endpoint.promotion_requests.exists():
+        raise Conflict(
+            f"{endpoint.name} has deployments or promotion requests; it stays for the record.",
+            code="endpoint_in_use",
+        )
+    audit_record(
+        actor=actor,
+        action="endpoint.delete",
+        target=endpoint,
+        data=_endpoint_snapshot(endpoint),
+        source=source,
+    )
+    endpoint.delete()
+
+
+def environment_check(*, environment: Environment) -> None:
+    """Every rule an environment (new or changed, not saved yet) obeys; raises a
+    ServiceError naming the field at fault."""
+    environment.allowed_s3_buckets = sorted(
+        {item.strip() for item in environment.allowed_s3_buckets or [] if str(item).strip()}
+    )
+    environment.allowed_role_arns = sorted(
+        {item.strip() for item in environment.allowed_role_arns or [] if str(item).strip()}
+    )
+    try:
+        environment.full_clean()
+    except ValidationError as exc:
+        raise _validation_error(exc) from exc
+
+
+def _environment_snapshot(environment: Environment) -> dict[str, Any]:
+    return {field: getattr(environment, field) for field in sorted(ENVIRONMENT_FIELDS)}
+
+
+@transaction.atomic
+def environment_create(
+    *, actor, name: str, label: str, source: str = Source.BROWSER, **fields: Any
+) -> Environment:
+    """Create an environment (admins only)."""
+    require_configure(actor)
+    unknown = set(fields) - ENVIRONMENT_FIELDS
+    if unknown:
+        raise ServiceError(f"Unknown environment fields: {', '.join(sorted(unknown))}.")
+    if Environment.objects.filter(name=name).exists():
+        raise Conflict(f"An environment named {name} exists.", field="name")
+    environment = Environment(name=name, label=label, **fields)
+    environment_check(environment=environment)
+    environment.save()
+    audit_record(
+        actor=actor,
+        action="environment.create",
+        target=environment,
+        data={"name": name, **_environment_snapshot(environment)},
+        source=source,
+    )
+    return environment
+
+
+@transaction.atomic
+def environment_update(
+    *,
+    actor,
+    environment: Environment,
+    source: str = Source.BROWSER,
+    reason: str = "",
+    **fields: Any,
+) -> Environment:
+    """Change an environment (admins only). The audit record holds every changed field with
+    its old and new value; turning approval off, the one change that opens the gate, is
+    also its own action (`environment.approval_off`), so a search for it finds it."""
+    require_configure(actor)
+    unknown = set(fields) - ENVIRONMENT_FIELDS
+    if unknown:
+        raise ServiceError(
+            f"These environment fields cannot be changed: {', '.join(sorted(unknown))}.",
+            field=sorted(unknown)[0],
+        )
+    environment = Environment.objects.select_for_update().get(pk=environment.pk)
+    before = _environment_snapshot(environment)
+    for key, value in fields.items():
+        setattr(environment, key, value)
+    environment_check(environment=environment)
+    after = _environment_snapshot(environment)
+    changes = {
+        key: {"before": before[key], "after": after[key]}
+        for key in after
+        if before[key] != after[key]
+    }
+    if not changes:
+        return environment
+    environment.save(update_fields=sorted(changes))
+    approval_off = before["requires_approval"] and not after["requires_approval"]
+    audit_record(
+        actor=actor,
+        action="environment.approval_off" if approval_off else "environment.update",
+        target=environment,
+        from_state="approval required" if approval_off else "",
+        to_state="no approval" if approval_off else "",
+        reason=reason,
+        data={"changes": changes},
+        source=source,
+    )
+    return environment
+
+
+@transaction.atomic
+def environment_delete(*, actor, environment: Environment, source: str = Source.BROWSER) -> None:
+    """Delete an environment without endpoints (admins only)."""
+    require_configure(actor)
+    environment = Environment.objects.select_for_update().get(pk=environment.pk)
+    if environment.endpoints.exists():
+        raise Conflict(
+            f"{environment} still has endpoints; move or delete them first.",
+            code="environment_in_use",
+        )
+    audit_record(
+        actor=actor,
+        action="environment.delete",
+        target=environment,
+        data={"name": environment.name, **_environment_snapshot(environment)},
+        source=source,
+    )
+    environment.delete()
 
 
 @transaction.atomic
@@ -171,9 +438,18 @@ def endpoint_update_autoscaling(
     scale_out_cooldown_seconds: int,
     source: str = Source.BROWSER,
 ) -> Endpoint:
-    """Change an endpoint's autoscaling policy; the next deployment applies it in SageMaker."""
-    _require(actor, DEPLOY_PERMISSION, "You may not change endpoints.")
-    endpoint = Endpoint.objects.select_for_update(of=("self",)).get(pk=endpoint.pk)
+    """Change an endpoint's autoscaling policy; the next deployment applies it in SageMaker.
+    Whoever deploys to an endpoint sizes it; on an environment that needs approval, where
+    nobody deploys directly, only admins do."""
+    endpoint = (
+        Endpoint.objects.select_for_update(of=("self",))
+        .select_related("environment")
+        .get(pk=endpoint.pk)
+    )
+    if endpoint.environment.requires_approval:
+        require_configure(actor)
+    else:
+        _require(actor, DEPLOY_PERMISSION, "You may not change endpoints.")
     if min_instances < 1 or max_instances < min_instances:
         raise ServiceError(
             "Autoscaling needs 1 ≤ minimum ≤ maximum instances.", field="autoscaling_max_instances"

@@ -63,6 +63,7 @@ def endpoint_list(request: HttpRequest) -> HttpResponse:
             "endpoints": selectors.endpoint_list(environment=environment),
             "environments": selectors.environment_list(),
             "environment": environment,
+            "can_configure": services.may_configure(request.user),
             "nav_section": "endpoints",
         },
     )
@@ -89,7 +90,16 @@ def endpoint_detail(request: HttpRequest, name: str) -> HttpResponse:
 
 @login_required
 def endpoint_create(request: HttpRequest) -> HttpResponse:
+    if not services.may_configure(request.user):
+        # The service refuses too; answering before the form is read says so at once.
+        return render(
+            request,
+            "deployments/endpoint_form.html",
+            {"refusal": services.CONFIGURE_REFUSAL, "nav_section": "endpoints"},
+            status=403,
+        )
     form = EndpointForm(request.POST or None)
+    status = 200
     if request.method == "POST" and form.is_valid():
         data = dict(form.cleaned_data)
         try:
@@ -103,11 +113,17 @@ def endpoint_create(request: HttpRequest) -> HttpResponse:
             )
         except ServiceError as exc:
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+            status = exc.status_code
         else:
             messages.success(request, f"Endpoint {endpoint.name} created.")
             return redirect(endpoint)
+    elif request.method == "POST":
+        status = 400
     return render(
-        request, "deployments/endpoint_form.html", {"form": form, "nav_section": "endpoints"}
+        request,
+        "deployments/endpoint_form.html",
+        {"form": form, "nav_section": "endpoints"},
+        status=status,
     )
 
 
@@ -203,7 +219,9 @@ def _wizard_endpoint(data: dict[str, Any]) -> tuple[Endpoint | None, dict[str, A
     return None, None
 
 
-def _wizard_render(request, step: int, template: str, context: dict[str, Any]) -> HttpResponse:
+def _wizard_render(
+    request, step: int, template: str, context: dict[str, Any], status: int = 200
+) -> HttpResponse:
     context.update(
         {
             "step": step,
@@ -214,7 +232,7 @@ def _wizard_render(request, step: int, template: str, context: dict[str, Any]) -
             "nav_section": "deployments",
         }
     )
-    return render(request, template, context)
+    return render(request, template, context, status=status)
 
 
 @login_required
@@ -284,10 +302,18 @@ def _wizard_version_step(request: HttpRequest, data: dict[str, Any]) -> HttpResp
 def _wizard_endpoint_step(request: HttpRequest, data: dict[str, Any]) -> HttpResponse:
     version = _wizard_version(data)
     saved = data.get("endpoint") or {"choice": "existing"}
+    status = 200
     if request.method == "POST":
         if request.POST.get("back"):
             return redirect("deployments:wizard", step=1)
         form = EndpointStepForm(request.POST)
+        if (
+            form.is_valid()
+            and form.cleaned_data["choice"] == "new"
+            and not services.may_configure(request.user)
+        ):
+            form.add_error("choice", services.CONFIGURE_REFUSAL)
+            status = 403
         if form.is_valid():
             cleaned = form.cleaned_data
             if cleaned["choice"] == "existing":
@@ -333,7 +359,9 @@ def _wizard_endpoint_step(request: HttpRequest, data: dict[str, Any]) -> HttpRes
             "endpoints": endpoints,
             "saved": saved,
             "environments": Environment.objects.all(),
+            "can_configure": services.may_configure(request.user),
         },
+        status=status,
     )
 
 
@@ -385,6 +413,7 @@ def _wizard_review_step(request: HttpRequest, data: dict[str, Any]) -> HttpRespo
     autoscaling = data.get("autoscaling") or _autoscaling_initial(data)
     staging = selectors.staging_success(version=version) if needs_approval else None
     form = ReviewForm(request.POST or None)
+    status = 200
     if request.method == "POST":
         if request.POST.get("back"):
             return redirect("deployments:wizard", step=3)
@@ -402,6 +431,7 @@ def _wizard_review_step(request: HttpRequest, data: dict[str, Any]) -> HttpRespo
                     )
             except ServiceError as exc:
                 form.add_error(None, exc.message)
+                status = exc.status_code
             else:
                 request.session.pop(WIZARD_KEY, None)
                 return redirect(result)
@@ -423,6 +453,7 @@ def _wizard_review_step(request: HttpRequest, data: dict[str, Any]) -> HttpRespo
             "changes": changes,
             "lineage_diff": selectors.lineage_diff(live.version if live else None, version),
         },
+        status=status,
     )
 
 

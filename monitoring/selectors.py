@@ -69,7 +69,7 @@ def metric_target(endpoint) -> MetricTarget:
         return MetricTarget(
             endpoint=endpoint,
             source=CloudWatchSource(aws.client("cloudwatch", region_name=region)),
-            source_endpoint=endpoint.name,
+            source_endpoint=endpoint.target_name,
             variant=endpoint.variant_name or DEFAULT_VARIANT,
         )
     return MetricTarget(
@@ -77,7 +77,7 @@ def metric_target(endpoint) -> MetricTarget:
         source=LocalDataPlaneSource(
             settings.BERTH_DATAPLANE_URL, token=settings.BERTH_DATAPLANE_ADMIN_TOKEN
         ),
-        source_endpoint=endpoint.dataplane_endpoint or endpoint.name,
+        source_endpoint=endpoint.target_name,
     )
 
 

@@ -183,6 +183,26 @@ def stage_uri(uri: str) -> StagedArtifact:
     return _stage_local(uri.removeprefix("file://"))
 
 
+def check_source_bucket(bucket: str, uri: str) -> None:
+    """Refuse a bucket the administrator did not allow: the portal reads it with its own
+    AWS credentials, which may reach buckets the person naming it may not read."""
+    allowed = settings.BERTH_SOURCE_S3_BUCKETS
+    if bucket in allowed:
+        return
+    raise ServiceError(
+        f"The server may not read {uri}: the bucket {bucket} is not one versions may be "
+        "registered from. "
+        + (
+            f"Allowed: {', '.join(allowed)}."
+            if allowed
+            else "None is allowed yet; the administrator lists them in BERTH_SOURCE_S3_BUCKETS "
+            "(comma separated)."
+        ),
+        field="uri",
+        code="bucket_not_allowed",
+    )
+
+
 def _stage_s3(uri: str) -> StagedArtifact:
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -192,6 +212,7 @@ def _stage_s3(uri: str) -> StagedArtifact:
         bucket, key = split_s3_uri(uri)
     except ValueError as exc:
         raise ServiceError(str(exc), field="uri") from exc
+    check_source_bucket(bucket, uri)
     if not key or key.endswith("/"):
         return _stage_s3_folder(uri, bucket, key)
     limit = max_upload_bytes()

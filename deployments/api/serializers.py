@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from deployments.choices import GPU_INSTANCE_TYPES, Backend
+from deployments.choices import GPU_INSTANCE_TYPES, Backend, StepState
 from deployments.models import (
     Deployment,
     DeploymentLog,
@@ -12,12 +12,22 @@ from deployments.models import (
     LiveVersionHistory,
     PromotionRequest,
 )
+from portal.api import StrictCharField
+from registry.api.serializers import MAX_VERSION
 
 
 class EnvironmentSerializer(serializers.ModelSerializer):
     class Meta:
         model = Environment
-        fields = ["name", "label", "requires_approval", "order", "description"]
+        fields = [
+            "name",
+            "label",
+            "requires_approval",
+            "order",
+            "description",
+            "allowed_s3_buckets",
+            "allowed_role_arns",
+        ]
 
 
 class LiveVersionSerializer(serializers.ModelSerializer):
@@ -37,7 +47,18 @@ class EndpointSerializer(serializers.ModelSerializer):
         source="environment.requires_approval", read_only=True
     )
     live_versions = LiveVersionSerializer(many=True, read_only=True)
-    created_by = serializers.StringRelatedField()
+    created_by = serializers.StringRelatedField(
+        allow_null=True, help_text="Null for endpoints the installation created."
+    )
+    instance_type = serializers.ChoiceField(
+        choices=GPU_INSTANCE_TYPES,
+        allow_blank=True,
+        read_only=True,
+        help_text="The GPU instance type (SageMaker); empty for local endpoints.",
+    )
+    dataplane_endpoint = serializers.CharField(
+        read_only=True, help_text="target_name for local endpoints, empty for SageMaker ones."
+    )
 
     class Meta:
         model = Endpoint
@@ -47,6 +68,7 @@ class EndpointSerializer(serializers.ModelSerializer):
             "requires_approval",
             "backend",
             "description",
+            "target_name",
             "dataplane_endpoint",
             "memory_budget_bytes",
             "region",
@@ -76,7 +98,19 @@ class EndpointCreateSerializer(serializers.Serializer):
     )
     backend = serializers.ChoiceField(choices=Backend.choices, default=Backend.LOCAL)
     description = serializers.CharField(required=False, allow_blank=True)
-    dataplane_endpoint = serializers.CharField(required=False, allow_blank=True, max_length=63)
+    target_name = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=63,
+        help_text="The data-plane endpoint (local) or SageMaker endpoint (sagemaker) this "
+        "endpoint deploys to; default its name. A name, unique per backend.",
+    )
+    dataplane_endpoint = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=63,
+        help_text="The earlier name of target_name, for local endpoints.",
+    )
     memory_budget_bytes = serializers.IntegerField(required=False, min_value=1)
     region = serializers.CharField(required=False, allow_blank=True)
     instance_type = serializers.ChoiceField(choices=GPU_INSTANCE_TYPES, required=False)
@@ -94,7 +128,7 @@ class EndpointCreateSerializer(serializers.Serializer):
 class StepSerializer(serializers.Serializer):
     name = serializers.CharField()
     label = serializers.CharField()
-    state = serializers.CharField()
+    state = serializers.ChoiceField(choices=StepState.choices)
     started_at = serializers.CharField(required=False)
     finished_at = serializers.CharField(required=False)
     error = serializers.CharField(required=False)
@@ -108,7 +142,7 @@ class DeploymentSerializer(serializers.ModelSerializer):
     version = serializers.IntegerField(source="version.version")
     target_model = serializers.CharField(source="version.package_name")
     previous_version = serializers.IntegerField(source="previous_version.version", allow_null=True)
-    created_by = serializers.StringRelatedField()
+    created_by = serializers.StringRelatedField(allow_null=True)
     steps = StepSerializer(many=True)
     url = serializers.SerializerMethodField()
 
@@ -145,10 +179,10 @@ class DeploymentSerializer(serializers.ModelSerializer):
 
 
 class DeploymentCreateSerializer(serializers.Serializer):
-    endpoint = serializers.CharField(help_text="Endpoint name, e.g. local-staging.")
-    model = serializers.CharField(help_text="Registered model name.")
-    version = serializers.IntegerField(min_value=1)
-    reason = serializers.CharField(required=False, allow_blank=True, default="")
+    endpoint = StrictCharField(help_text="Endpoint name, e.g. local-staging.")
+    model = StrictCharField(help_text="Registered model name.")
+    version = serializers.IntegerField(min_value=1, max_value=MAX_VERSION)
+    reason = StrictCharField(required=False, allow_blank=True, default="")
 
 
 class DeploymentLogSerializer(serializers.ModelSerializer):
@@ -186,8 +220,8 @@ class LiveVersionHistorySerializer(serializers.ModelSerializer):
 
 
 class RollbackSerializer(serializers.Serializer):
-    model = serializers.CharField()
-    reason = serializers.CharField(required=False, allow_blank=True, default="")
+    model = StrictCharField()
+    reason = StrictCharField(required=False, allow_blank=True, default="")
 
 
 class PromotionRequestSerializer(serializers.ModelSerializer):
@@ -195,7 +229,7 @@ class PromotionRequestSerializer(serializers.ModelSerializer):
     version = serializers.IntegerField(source="version.version")
     target_endpoint = serializers.CharField(source="target_endpoint.name")
     requested_by = serializers.StringRelatedField()
-    decided_by = serializers.StringRelatedField()
+    decided_by = serializers.StringRelatedField(allow_null=True, help_text="Null until decided.")
 
     class Meta:
         model = PromotionRequest
@@ -220,13 +254,15 @@ class PromotionRequestSerializer(serializers.ModelSerializer):
 
 
 class PromotionRequestCreateSerializer(serializers.Serializer):
-    model = serializers.CharField()
-    version = serializers.IntegerField(min_value=1)
-    target_endpoint = serializers.CharField(
-        help_text="A production endpoint, e.g. local-production."
-    )
-    comment = serializers.CharField(required=False, allow_blank=True, default="")
+    model = StrictCharField()
+    version = serializers.IntegerField(min_value=1, max_value=MAX_VERSION)
+    target_endpoint = StrictCharField(help_text="A production endpoint, e.g. local-production.")
+    comment = StrictCharField(required=False, allow_blank=True, default="")
 
 
 class DecisionSerializer(serializers.Serializer):
-    comment = serializers.CharField(required=False, allow_blank=True, default="")
+    comment = StrictCharField(required=False, allow_blank=True, default="")
+
+
+class RejectionSerializer(serializers.Serializer):
+    comment = StrictCharField(help_text="Why the request is rejected (required).")

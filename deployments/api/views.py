@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from deployments import selectors, services
 from deployments.choices import ACTIVE_DEPLOYMENT_STATES, Source
 from deployments.filtersets import DeploymentFilterSet, EndpointFilterSet, PromotionFilterSet
+from portal.api import CONFLICT
 from portal.errors import NotFound, ServiceError
 
 from .serializers import (
@@ -26,19 +27,21 @@ from .serializers import (
     LiveVersionSerializer,
     PromotionRequestCreateSerializer,
     PromotionRequestSerializer,
+    RejectionSerializer,
     RollbackSerializer,
 )
 
 
 def _endpoint(name: str):
-    endpoint = selectors.endpoint_get(name=name)
+    # PostgreSQL cannot compare text with NUL in it (the query fails): no name holds one.
+    endpoint = None if "\x00" in name else selectors.endpoint_get(name=name)
     if endpoint is None:
         raise NotFound(f"No endpoint named {name}.", field="endpoint")
     return endpoint
 
 
 def _model(name: str):
-    model = selectors.model_get(name=name)
+    model = None if "\x00" in name else selectors.model_get(name=name)
     if model is None:
         raise NotFound(f"No registered model named {name}.", field="model")
     return model
@@ -54,6 +57,8 @@ def _version(model_name: str, number: int):
 class EnvironmentViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = EnvironmentSerializer
     lookup_field = "name"
+    # Environment names are slugs; any other address answers 404 before a query runs.
+    lookup_value_regex = r"[-a-zA-Z0-9_]+"
     pagination_class = None
 
     def get_queryset(self):
@@ -81,22 +86,41 @@ class EndpointViewSet(
 
     @extend_schema(request=EndpointCreateSerializer, responses={201: EndpointSerializer})
     def create(self, request, *args, **kwargs):
+        # Whether the caller may create endpoints at all is answered before the body is
+        # read, so a refusal is a 403 whatever the body names.
+        services.require_configure(request.user)
         serializer = EndpointCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
-        endpoint = services.endpoint_create(
-            actor=request.user,
-            name=data.pop("name"),
-            environment=data.pop("environment"),
-            backend=data.pop("backend"),
-            source=Source.API,
-            **data,
-        )
+        # `dataplane_endpoint` is what `target_name` was called before; errors name the
+        # field the client sent.
+        target_field = "dataplane_endpoint" if "dataplane_endpoint" in data else "target_name"
+        legacy = data.pop("dataplane_endpoint", None)
+        if legacy is not None:
+            if data.get("target_name", legacy) != legacy:
+                raise ServiceError(
+                    "Give target_name or dataplane_endpoint (its earlier name), not both.",
+                    field="dataplane_endpoint",
+                )
+            data["target_name"] = legacy
+        try:
+            endpoint = services.endpoint_create(
+                actor=request.user,
+                name=data.pop("name"),
+                environment=data.pop("environment"),
+                backend=data.pop("backend"),
+                source=Source.API,
+                **data,
+            )
+        except ServiceError as exc:
+            if exc.field == "target_name" and target_field != exc.field:
+                exc.field = target_field
+            raise
         endpoint = selectors.endpoint_list().get(pk=endpoint.pk)
         return Response(EndpointSerializer(endpoint).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses=LiveVersionSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def live(self, request, name=None):
         endpoint = _endpoint(name)
         return Response(
@@ -114,7 +138,7 @@ class EndpointViewSet(
         ],
         responses=LiveVersionHistorySerializer(many=True),
     )
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def timeline(self, request, name=None):
         endpoint = _endpoint(name)
         model = _model(request.query_params["model"]) if request.query_params.get("model") else None
@@ -128,7 +152,7 @@ class EndpointViewSet(
             periods = selectors.live_timeline(endpoint=endpoint, model=model)
         return Response(LiveVersionHistorySerializer(periods, many=True).data)
 
-    @extend_schema(request=RollbackSerializer, responses={202: DeploymentSerializer})
+    @extend_schema(request=RollbackSerializer, responses={202: DeploymentSerializer, 409: CONFLICT})
     @action(detail=True, methods=["post"])
     def rollback(self, request, name=None):
         serializer = RollbackSerializer(data=request.data)
@@ -157,6 +181,7 @@ class DeploymentViewSet(
     runs), read one, follow its log."""
 
     filterset_class = DeploymentFilterSet
+    lookup_value_regex = r"[0-9]+"
 
     def get_queryset(self):
         return selectors.deployment_list()
@@ -164,7 +189,9 @@ class DeploymentViewSet(
     def get_serializer_class(self):
         return DeploymentCreateSerializer if self.action == "create" else DeploymentSerializer
 
-    @extend_schema(request=DeploymentCreateSerializer, responses={202: DeploymentSerializer})
+    @extend_schema(
+        request=DeploymentCreateSerializer, responses={202: DeploymentSerializer, 409: CONFLICT}
+    )
     def create(self, request, *args, **kwargs):
         serializer = DeploymentCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -184,11 +211,15 @@ class DeploymentViewSet(
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("since", OpenApiTypes.INT, description="Id of the last line you have.")
+            OpenApiParameter(
+                "since",
+                {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                description="Id of the last line you have.",
+            )
         ],
         responses=DeploymentFollowSerializer,
     )
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def log(self, request, pk=None):
         deployment = self.get_object()
         try:
@@ -217,6 +248,7 @@ class PromotionRequestViewSet(
     is not the requester)."""
 
     filterset_class = PromotionFilterSet
+    lookup_value_regex = r"[0-9]+"
 
     def get_queryset(self):
         return selectors.promotion_list()
@@ -224,12 +256,15 @@ class PromotionRequestViewSet(
     def get_serializer_class(self):
         if self.action == "create":
             return PromotionRequestCreateSerializer
-        if self.action in {"approve", "reject"}:
+        if self.action == "approve":
             return DecisionSerializer
+        if self.action == "reject":
+            return RejectionSerializer
         return PromotionRequestSerializer
 
     @extend_schema(
-        request=PromotionRequestCreateSerializer, responses={201: PromotionRequestSerializer}
+        request=PromotionRequestCreateSerializer,
+        responses={201: PromotionRequestSerializer, 409: CONFLICT},
     )
     def create(self, request, *args, **kwargs):
         serializer = PromotionRequestCreateSerializer(data=request.data)
@@ -246,7 +281,7 @@ class PromotionRequestViewSet(
         return Response(PromotionRequestSerializer(promotion).data, status=status.HTTP_201_CREATED)
 
     def _decide(self, request, service):
-        serializer = DecisionSerializer(data=request.data)
+        serializer = self.get_serializer_class()(data=request.data)
         serializer.is_valid(raise_exception=True)
         promotion = service(
             actor=request.user,
@@ -256,12 +291,16 @@ class PromotionRequestViewSet(
         )
         return Response(PromotionRequestSerializer(selectors.promotion_get(pk=promotion.pk)).data)
 
-    @extend_schema(request=DecisionSerializer, responses=PromotionRequestSerializer)
+    @extend_schema(
+        request=DecisionSerializer, responses={200: PromotionRequestSerializer, 409: CONFLICT}
+    )
     @action(detail=True, methods=["post"])
     def approve(self, request, pk=None):
         return self._decide(request, services.promotion_approve)
 
-    @extend_schema(request=DecisionSerializer, responses=PromotionRequestSerializer)
+    @extend_schema(
+        request=RejectionSerializer, responses={200: PromotionRequestSerializer, 409: CONFLICT}
+    )
     @action(detail=True, methods=["post"])
     def reject(self, request, pk=None):
         return self._decide(request, services.promotion_reject)

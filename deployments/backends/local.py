@@ -9,6 +9,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,13 +22,14 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 
+from toolkit.codec import case_request
+
 from .base import (
     DeploymentStepError,
     EndpointBackend,
     Step,
     StepContext,
     check_smoke_answer,
-    kserve_request,
     smoke_case,
 )
 
@@ -149,7 +151,27 @@ def store_root() -> Path:
 
 
 def endpoint_store(endpoint: Endpoint) -> Path:
-    return store_root() / (endpoint.dataplane_endpoint or endpoint.name)
+    """The folder of the data plane's model store the endpoint's packages go to: one folder
+    directly under the store root, named after the endpoint's target. The target is a
+    validated name already; this refuses anything else once more, after resolving links,
+    because a package written elsewhere (another endpoint's folder, outside the store) is
+    exactly what the approval gate exists to prevent."""
+    from deployments.models import ENDPOINT_NAME_PATTERN
+
+    name = endpoint.target_name
+    if not name or not re.fullmatch(ENDPOINT_NAME_PATTERN, name):
+        raise DeploymentStepError(
+            f"Endpoint {endpoint.name} maps to {name!r}, which is not an endpoint name: "
+            "refusing to place anything."
+        )
+    root = store_root().resolve()
+    folder = (root / name).resolve()
+    if folder.parent != root:
+        raise DeploymentStepError(
+            f"The model store folder of {endpoint.name} resolves to {folder}, outside "
+            f"{root}: refusing to place anything."
+        )
+    return folder
 
 
 def place_package(source_uri: str, expected_sha256: str, dest: Path, log=None) -> bool:
@@ -209,8 +231,7 @@ class LocalBackend(EndpointBackend):
 
     @staticmethod
     def _names(deployment: Deployment) -> tuple[str, str]:
-        endpoint = deployment.endpoint
-        return endpoint.dataplane_endpoint or endpoint.name, deployment.version.package_name
+        return deployment.endpoint.target_name, deployment.version.package_name
 
     def step_place_package(self, ctx: StepContext) -> dict[str, Any]:
         version = ctx.deployment.version
@@ -258,7 +279,7 @@ class LocalBackend(EndpointBackend):
                 TargetModel=target,
                 ContentType="application/json",
                 Accept="application/json",
-                Body=json.dumps(kserve_request(case)).encode(),
+                Body=json.dumps(case_request(case)).encode(),
             )
         except (ClientError, BotoCoreError) as exc:
             raise DeploymentStepError(f"Invoking {target} on {name} failed: {exc}") from exc

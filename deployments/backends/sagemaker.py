@@ -26,6 +26,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from portal import aws
+from toolkit.codec import case_request
 
 from .base import (
     DeploymentStepError,
@@ -33,7 +34,6 @@ from .base import (
     Step,
     StepContext,
     check_smoke_answer,
-    kserve_request,
     smoke_case,
 )
 
@@ -96,6 +96,17 @@ def _missing(exc: ClientError) -> bool:
     )
 
 
+def _check_allowed(endpoint: Endpoint) -> None:
+    """Refuse a bucket or role the endpoint's environment does not allow (any more): the
+    endpoint service checked them when they were set, but an admin may have narrowed the
+    allow-lists since, and the portal acts with its own AWS credentials here."""
+    refusals = endpoint.environment.sagemaker_refusals(
+        s3_prefix=endpoint.s3_prefix, execution_role_arn=endpoint.execution_role_arn
+    )
+    if refusals:
+        raise DeploymentStepError(" ".join(refusals.values()))
+
+
 class SageMakerBackend(EndpointBackend):
     name = "sagemaker"
 
@@ -121,6 +132,7 @@ class SageMakerBackend(EndpointBackend):
         endpoint, version = ctx.deployment.endpoint, ctx.deployment.version
         if not version.package_uri:
             raise DeploymentStepError(f"{version} has no package; deploy a packaged version.")
+        _check_allowed(endpoint)
         bucket, prefix = split_s3_uri(endpoint.s3_prefix)
         key = prefix + version.package_name
         s3 = self._client(endpoint, "s3")
@@ -161,6 +173,7 @@ class SageMakerBackend(EndpointBackend):
         except ClientError as exc:
             if not _missing(exc):
                 raise
+        _check_allowed(endpoint)
         image = endpoint.image_uri or triton_image_uri(endpoint.region or settings.AWS_REGION)
         sm.create_model(
             ModelName=name,
@@ -214,25 +227,26 @@ class SageMakerBackend(EndpointBackend):
         sm = self._client(endpoint, "sagemaker")
         created = False
         try:
-            status = sm.describe_endpoint(EndpointName=endpoint.name)["EndpointStatus"]
+            status = sm.describe_endpoint(EndpointName=endpoint.target_name)["EndpointStatus"]
         except ClientError as exc:
             if not _missing(exc):
                 raise
             sm.create_endpoint(
-                EndpointName=endpoint.name, EndpointConfigName=endpoint.sagemaker_config_name
+                EndpointName=endpoint.target_name, EndpointConfigName=endpoint.sagemaker_config_name
             )
             created = True
             ctx.log(f"Creating endpoint {endpoint.name}.")
-            status = sm.describe_endpoint(EndpointName=endpoint.name)["EndpointStatus"]
+            status = sm.describe_endpoint(EndpointName=endpoint.target_name)["EndpointStatus"]
         deadline = time.monotonic() + IN_SERVICE_TIMEOUT_SECONDS
         while status in {"Creating", "Updating", "SystemUpdating"}:
             if time.monotonic() > deadline:
                 raise DeploymentStepError(f"Endpoint {endpoint.name} is still {status}; giving up.")
             ctx.heartbeat()
             time.sleep(POLL_SECONDS)
-            status = sm.describe_endpoint(EndpointName=endpoint.name)["EndpointStatus"]
+            status = sm.describe_endpoint(EndpointName=endpoint.target_name)["EndpointStatus"]
         if status != "InService":
-            reason = sm.describe_endpoint(EndpointName=endpoint.name).get("FailureReason", "")
+            described = sm.describe_endpoint(EndpointName=endpoint.target_name)
+            reason = described.get("FailureReason", "")
             raise DeploymentStepError(f"Endpoint {endpoint.name} is {status}. {reason}".strip())
         ctx.log(f"Endpoint {endpoint.name} is InService.")
         if endpoint.provisioned_at is None:
@@ -244,7 +258,7 @@ class SageMakerBackend(EndpointBackend):
     def step_ensure_autoscaling(self, ctx: StepContext) -> dict[str, Any]:
         endpoint = ctx.deployment.endpoint
         scaling = self._client(endpoint, "application-autoscaling")
-        resource_id = f"endpoint/{endpoint.name}/variant/{endpoint.variant_name}"
+        resource_id = f"endpoint/{endpoint.target_name}/variant/{endpoint.variant_name}"
         scaling.register_scalable_target(
             ServiceNamespace="sagemaker",
             ResourceId=resource_id,
@@ -335,11 +349,11 @@ class SageMakerBackend(EndpointBackend):
         try:
             # The first invocation of a target model makes SageMaker download and load it.
             response = runtime.invoke_endpoint(
-                EndpointName=endpoint.name,
+                EndpointName=endpoint.target_name,
                 TargetModel=version.package_name,
                 ContentType="application/json",
                 Accept="application/json",
-                Body=json.dumps(kserve_request(case)).encode(),
+                Body=json.dumps(case_request(case)).encode(),
             )
         except (ClientError, BotoCoreError) as exc:
             raise DeploymentStepError(
@@ -352,7 +366,7 @@ class SageMakerBackend(EndpointBackend):
     def step_activate(self, ctx: StepContext) -> dict[str, Any]:
         target = ctx.deployment.version.package_name
         ctx.log(
-            f"Live version recorded: clients invoke {ctx.deployment.endpoint.name} with "
+            f"Live version recorded: clients invoke {ctx.deployment.endpoint.target_name} with "
             f"TargetModel={target}."
         )
         return {"target_model": target}

@@ -34,6 +34,14 @@ def scientist(db):
 
 
 @pytest.fixture
+def platform_admin(db):
+    """A member of the admin group: creates and changes endpoints and environments."""
+    from .factories import user_in
+
+    return user_in("admin", username="ada", is_staff=True)
+
+
+@pytest.fixture
 def approver(db):
     from .factories import user_in
 

@@ -120,7 +120,21 @@ def sagemaker_endpoint(name: str = "sm-staging", env: str = "staging", **fields)
         ),
     }
     values.update(fields)
+    allow(values["environment"], s3_prefix=values["s3_prefix"], role=values["execution_role_arn"])
     return Endpoint.objects.create(name=name, **values)
+
+
+def allow(env: Environment, *, s3_prefix: str = "", role: str = "") -> Environment:
+    """Put a bucket and a role on an environment's allow-lists, as an admin would."""
+    from deployments.models import s3_bucket_of
+
+    bucket = s3_bucket_of(s3_prefix)
+    if bucket and bucket not in env.allowed_s3_buckets:
+        env.allowed_s3_buckets = [*env.allowed_s3_buckets, bucket]
+    if role and role not in env.allowed_role_arns:
+        env.allowed_role_arns = [*env.allowed_role_arns, role]
+    env.save(update_fields=["allowed_s3_buckets", "allowed_role_arns"])
+    return env
 
 
 AWS_REGION = "us-east-1"
@@ -163,3 +177,6 @@ def seed_reference_data() -> None:
     from django.apps import apps
 
     import_module("deployments.migrations.0002_environments_endpoints_groups").forwards(apps, None)
+    import_module(
+        "deployments.migrations.0003_endpoint_target_allowlists"
+    ).grant_configure_permission(apps, None)

@@ -14,6 +14,8 @@ from portal.services import token_create
 
 from .factories import (
     RegisteredModelFactory,
+    allow,
+    environment,
     packaged_version,
     queue_answer,
     run,
@@ -139,8 +141,13 @@ def test_unknown_things_answer_404_and_bad_input_400(scientist, staging):
     assert APIClient().get("/api/v1/deployments/").status_code in (401, 403)
 
 
-def test_endpoints_create_list_retrieve(scientist, aws):
-    ci = client_for(scientist)
+def test_endpoints_create_list_retrieve(platform_admin, aws):
+    ci = client_for(platform_admin)
+    allow(
+        environment("staging"),
+        s3_prefix="s3://berth-models/",
+        role="arn:aws:iam::123456789012:role/r",
+    )
     created = ci.post(
         "/api/v1/endpoints/",
         {

@@ -14,13 +14,14 @@ from django.utils import timezone
 
 from deployments import selectors, services
 from deployments.choices import DeploymentKind, DeploymentState, PromotionState, StepState
-from deployments.models import Deployment, Endpoint, LiveVersion
+from deployments.models import Deployment, Endpoint, Environment, LiveVersion
 from portal.errors import Conflict, InvalidTransition, PermissionDenied, ServiceError
 from portal.models import AuditEvent
 from registry.choices import VersionStatus
 
 from .factories import (
     RegisteredModelFactory,
+    allow,
     packaged_version,
     queue_answer,
     run,
@@ -427,12 +428,17 @@ def test_production_rollback_is_for_approvers(scientist, approver, staging, prod
 # Endpoints -------------------------------------------------------------------------------
 
 
-def test_sagemaker_endpoint_defaults_to_the_region_triton_image(scientist, settings):
+def test_sagemaker_endpoint_defaults_to_the_region_triton_image(platform_admin, settings):
     settings.AWS_REGION = "eu-west-1"
+    staging = allow(
+        Environment.objects.get(name="staging"),
+        s3_prefix="s3://bucket/",
+        role="arn:aws:iam::123456789012:role/x",
+    )
     endpoint = services.endpoint_create(
-        actor=scientist,
+        actor=platform_admin,
         name="sm-eu",
-        environment=selectors.environment_list().get(name="staging"),
+        environment=staging,
         backend="sagemaker",
         execution_role_arn="arn:aws:iam::123456789012:role/x",
         s3_prefix="s3://bucket/models",
@@ -443,9 +449,10 @@ def test_sagemaker_endpoint_defaults_to_the_region_triton_image(scientist, setti
     assert endpoint.image_uri.startswith(
         "763104351884.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-tritonserver"
     )
+    assert endpoint.target_name == "sm-eu"
     with pytest.raises(ServiceError) as error:
         services.endpoint_create(
-            actor=scientist,
+            actor=platform_admin,
             name="sm-bad",
             environment=endpoint.environment,
             backend="sagemaker",

@@ -9,7 +9,15 @@ from django.test.utils import CaptureQueriesContext
 from deployments.choices import DeploymentState, PromotionState
 from deployments.models import Deployment, Endpoint, PromotionRequest
 
-from .factories import packaged_version, queue_answer, run, sagemaker_endpoint, user_in
+from .factories import (
+    allow,
+    environment,
+    packaged_version,
+    queue_answer,
+    run,
+    sagemaker_endpoint,
+    user_in,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -77,8 +85,15 @@ def test_wizard_refuses_versions_that_are_not_packaged(browser, scientist):
     assert page.status_code == 200 and b"not packaged" in page.content
 
 
-def test_wizard_new_sagemaker_endpoint(browser, scientist, aws):
-    version = packaged_version(registered_by=scientist)
+def test_wizard_new_sagemaker_endpoint(client, platform_admin, aws):
+    browser = client
+    browser.force_login(platform_admin)
+    allow(
+        environment("staging"),
+        s3_prefix="s3://berth-models/",
+        role="arn:aws:iam::123456789012:role/r",
+    )
+    version = packaged_version(registered_by=platform_admin)
     browser.post("/deployments/new/1/", {"version": version.pk})
     incomplete = browser.post(
         "/deployments/new/2/",
@@ -106,6 +121,19 @@ def test_wizard_new_sagemaker_endpoint(browser, scientist, aws):
     endpoint = Endpoint.objects.get(name="sm-new")
     assert (endpoint.instance_type, endpoint.initial_instance_count) == ("ml.g5.2xlarge", 2)
     assert Deployment.objects.get().endpoint == endpoint
+
+
+def test_wizard_offers_new_endpoints_to_admins_only(browser, scientist):
+    version = packaged_version(registered_by=scientist)
+    browser.post("/deployments/new/1/", {"version": version.pk})
+    assert b'value="new"' not in browser.get("/deployments/new/2/").content
+    refused = browser.post(
+        "/deployments/new/2/",
+        {"choice": "new", "name": "mine", "environment": "staging", "backend": "local"},
+    )
+    assert refused.status_code == 403
+    assert "Only admins create and change endpoints" in refused.content.decode()
+    assert not Endpoint.objects.filter(name="mine").exists()
 
 
 def test_production_in_the_wizard_becomes_a_promotion_request(browser, scientist, aws):
@@ -187,4 +215,5 @@ def test_pages_render_and_list_queries_are_fixed(browser, scientist, aws):
         )
     assert counts() == before
     assert browser.get("/endpoints/sm-staging/").status_code == 200
-    assert browser.get("/endpoints/new/").status_code == 200
+    refused = browser.get("/endpoints/new/")
+    assert refused.status_code == 403 and b"Only admins create" in refused.content

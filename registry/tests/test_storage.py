@@ -28,6 +28,7 @@ def s3(monkeypatch, settings):
         monkeypatch.setenv(key, "testing")
     settings.AWS_REGION = "us-east-1"
     settings.AWS_ENDPOINT_URL = ""
+    settings.BERTH_SOURCE_S3_BUCKETS = ["ci-uploads"]
     with mock_aws():
         client = boto3.client("s3", region_name="us-east-1")
         client.create_bucket(Bucket="berth-artifacts")

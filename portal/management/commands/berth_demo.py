@@ -181,7 +181,7 @@ class Command(BaseCommand):
                 name=name,
                 environment=environment,
                 backend=Backend.LOCAL,
-                dataplane_endpoint=name,
+                target_name=name,
                 description=f"The local data plane's {name} endpoint (started by scripts/run).",
                 source=Source.ADMIN,
             )
