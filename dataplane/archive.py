@@ -7,7 +7,13 @@ decompression bomb costs at most a few megabytes of writing.
 
 Links are never created on disk: a symlink or hardlink whose target stays inside the tree
 is materialized as a copy of that file, so nothing that reads the extracted tree later can
-be led outside it.
+be led outside it. Those copies cost nothing in the archive, so their bytes are counted
+against the limits before the first one is written.
+
+Tar extension headers (GNU long names and links, PAX records) are read whole into memory by
+`tarfile` before it hands out the member they describe; `_BoundedTarInfo` checks their declared
+size first, so a 1 GB "long name" costs nothing. Member names must be UTF-8: a name `tarfile`
+could only decode with surrogate escapes would break every page and API answer that shows it.
 """
 
 from __future__ import annotations
@@ -29,12 +35,32 @@ from typing import IO, BinaryIO
 CHUNK_SIZE = 64 * 1024
 MAX_PATH_DEPTH = 32
 MAX_NAME_BYTES = 1024
+# A PAX header holds a few records (path, linkpath, mtime, uid...); real ones are a few
+# hundred bytes.
+MAX_PAX_HEADER_BYTES = 64 * 1024
+# Extension headers in a row before one member (a PAX global, a PAX local, a GNU long name
+# and a GNU long link is four); `tarfile` reads a chain of them recursively.
+MAX_EXTENSION_HEADERS = 8
+
+# Control characters shown escaped in error messages (PostgreSQL's JSON refuses NUL).
+_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(32), 127)}
+
+
+def printable(text: str) -> str:
+    """`text` safe to store and show: undecodable bytes and control characters escaped."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8").translate(_CONTROL_ESCAPES)
+    return raw.decode("utf-8", "backslashreplace").translate(_CONTROL_ESCAPES)
 
 
 class UnsafeArchive(Exception):
     """An archive refused by `safe_extract`; `member` names the offending entry when one does."""
 
     def __init__(self, message: str, member: str | None = None) -> None:
+        message = printable(message)
+        member = printable(member) if member is not None else None
         super().__init__(message)
         self.message = message
         self.member = member
@@ -120,16 +146,22 @@ class _Budget:
             raise UnsafeArchive(
                 f"file is larger than the {self.limits.max_file_bytes} byte limit per file", name
             )
-        if self.total_bytes > self.limits.max_total_bytes:
+        self.check_total(name, self.total_bytes)
+
+    def check_total(self, name: str, total: int, *, links: str = "") -> None:
+        """Refuse `total` unpacked bytes (written, or about to be) over the limits."""
+        if total > self.limits.max_total_bytes:
             raise UnsafeArchive(
-                f"archive unpacks to more than the {self.limits.max_total_bytes} byte limit", name
+                f"archive unpacks to more than the {self.limits.max_total_bytes} byte limit"
+                + (f" ({total} bytes{links})" if links else ""),
+                name,
             )
-        if self.total_bytes > self.limits.ratio_grace_bytes:
-            ratio = self.total_bytes / max(self.source.bytes_read, 1)
+        if total > self.limits.ratio_grace_bytes:
+            ratio = total / max(self.source.bytes_read, 1)
             if ratio > self.limits.max_ratio:
                 raise UnsafeArchive(
                     f"compression ratio above {self.limits.max_ratio:g}:1 "
-                    f"({self.total_bytes} bytes out of {self.source.bytes_read} read); "
+                    f"({total} bytes out of {self.source.bytes_read} read{links}); "
                     "refusing a likely decompression bomb",
                     name,
                 )
@@ -141,6 +173,8 @@ def _member_parts(name: str) -> tuple[str, ...]:
         raise UnsafeArchive("empty member name", name)
     if "\x00" in name:
         raise UnsafeArchive("member name contains a NUL byte", name)
+    if not _is_utf8(name):
+        raise UnsafeArchive("member name is not valid UTF-8", name)
     if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
         raise UnsafeArchive("member name is too long", name)
     if "\\" in name:
@@ -158,10 +192,20 @@ def _member_parts(name: str) -> tuple[str, ...]:
     return parts
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _resolve_link(member: str, parts: tuple[str, ...], target: str, *, symlink: bool) -> tuple:
     """The in-tree path parts a link points at, or raise if it leaves the tree."""
     if not target:
         raise UnsafeArchive("link with an empty target", member)
+    if not _is_utf8(target):
+        raise UnsafeArchive("link target is not valid UTF-8", member)
     if target.startswith("/") or "\x00" in target or "\\" in target:
         raise UnsafeArchive(f"link target {target!r} leaves the archive", member)
     # A symlink is relative to its own folder; a hardlink names a path from the archive root.
@@ -250,6 +294,10 @@ class _Extraction:
 
     def resolve_links(self) -> None:
         pending = {parts: (member, target) for member, parts, target in self.links}
+        # Every link's final target first, so the bytes the copies will take are counted
+        # against the limits before the first copy is written.
+        copies: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []
+        link_bytes = 0
         for member, parts, _ in self.links:
             seen: set[tuple[str, ...]] = {parts}
             target = pending[parts][1]
@@ -264,6 +312,15 @@ class _Extraction:
             if target not in self.files:
                 missing = "/".join(target)
                 raise UnsafeArchive(f"link target {missing!r} is not in the archive", member)
+            copies.append((member, parts, target))
+            link_bytes += os.stat(self.files[target]).st_size
+        if copies:
+            self.budget.check_total(
+                copies[-1][0],
+                self.budget.total_bytes + link_bytes,
+                links=f", {link_bytes} of them copies of {len(copies)} links",
+            )
+        for member, parts, target in copies:
             with open(self.files[target], "rb") as src:
                 del self.files[parts]
                 self.write_file(member, parts, src)
@@ -293,9 +350,49 @@ def _decompressor(fmt: str, source: _CountingReader) -> IO[bytes]:
     return lzma.LZMAFile(source, mode="rb")  # type: ignore[arg-type]
 
 
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A TarInfo that checks extension headers before `tarfile` reads them.
+
+    `TarInfo._proc_member` is the hook the stdlib documents for subclasses ("can be overridden
+    in a subclass"): it runs on each raw header right after its 512 bytes are parsed, before
+    `_proc_gnulong` / `_proc_pax` read the header's payload (of whatever size it declares)
+    into memory. GNU sparse maps are refused here too, before `tarfile` collects them.
+    """
+
+    def _proc_member(self, tarfile_: tarfile.TarFile):  # type: ignore[no-untyped-def]
+        kind = self.type
+        if kind in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
+            self._check_extension(tarfile_, MAX_NAME_BYTES + 1, "GNU long name/link header")
+        elif kind in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE):
+            self._check_extension(tarfile_, MAX_PAX_HEADER_BYTES, "PAX extended header")
+        elif kind == tarfile.GNUTYPE_SPARSE:
+            raise UnsafeArchive("sparse files are not allowed", self.name)
+        else:
+            tarfile_.extension_headers = 0  # type: ignore[attr-defined]
+        return super()._proc_member(tarfile_)
+
+    def _check_extension(self, tarfile_: tarfile.TarFile, limit: int, what: str) -> None:
+        if self.size > limit:
+            raise UnsafeArchive(f"{what} of {self.size} bytes; the limit is {limit}", self.name)
+        count = getattr(tarfile_, "extension_headers", 0) + 1
+        if count > MAX_EXTENSION_HEADERS:
+            raise UnsafeArchive(
+                f"more than {MAX_EXTENSION_HEADERS} extension headers in a row", self.name
+            )
+        tarfile_.extension_headers = count  # type: ignore[attr-defined]
+
+    # GNU sparse files in PAX form: refused before `tarfile` reads their maps (the 1.0 form
+    # reads as many map entries from the data as its first line asks for).
+    def _proc_gnusparse_00(self, next_member, *args):  # type: ignore[no-untyped-def]
+        raise UnsafeArchive("sparse files are not allowed", next_member.name)
+
+    _proc_gnusparse_01 = _proc_gnusparse_00
+    _proc_gnusparse_10 = _proc_gnusparse_00
+
+
 def _tar_members(fileobj: IO[bytes]) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
     # Stream mode ("r|"): members are read in order, never by seeking to header offsets.
-    with tarfile.open(fileobj=fileobj, mode="r|") as tf:
+    with tarfile.open(fileobj=fileobj, mode="r|", tarinfo=_BoundedTarInfo) as tf:
         for info in tf:
             yield tf, info
 

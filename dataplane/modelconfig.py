@@ -13,6 +13,8 @@ from types import ModuleType
 
 from google.protobuf import text_format
 
+from toolkit.limits import MAX_CONFIG_BYTES, InputTooLarge, read_bounded
+
 
 def _import_model_config_pb2() -> ModuleType:
     """tritonclient's generated `model_config_pb2`, without running `tritonclient.grpc`'s
@@ -86,7 +88,9 @@ def parse_model_config(text: str) -> model_config_pb2.ModelConfig:
 def read_model_config(path: Path) -> model_config_pb2.ModelConfig:
     """Parse the config.pbtxt at `path` (undecodable bytes are a `ConfigError` too)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path, MAX_CONFIG_BYTES, what="config.pbtxt").decode("utf-8")
+    except InputTooLarge as exc:
+        raise ConfigError(exc.message) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config is not UTF-8 text ({exc.reason})") from exc
     return parse_model_config(text)

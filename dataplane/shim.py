@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from dataplane.modelconfig import format_model_config, model_config_pb2, read_model_config
+from toolkit.limits import model_filename_problem, resolves_inside
 
 ONNX_PLATFORMS = {"onnxruntime_onnx"}
 ONNX_BACKENDS = {"onnxruntime"}
@@ -76,7 +77,15 @@ class _BatchingModel:
             for o in self.config.get("output", [])
         }
         filename = _param(self.config, "@FILENAME_PARAM@", "@DEFAULT_FILENAME@")
-        self.model_path = os.path.join(args["model_repository"], args["model_version"], filename)
+        version_dir = os.path.realpath(
+            os.path.join(args["model_repository"], args["model_version"])
+        )
+        self.model_path = os.path.realpath(os.path.join(version_dir, filename))
+        # The package names its model file; it must stay inside the version folder.
+        if os.path.dirname(self.model_path) != version_dir:
+            raise pb_utils.TritonModelException(
+                f"model file {filename!r} is not a file of the version folder"
+            )
         self.on_gpu = args.get("model_instance_kind") == "GPU"
         self.device_id = int(args.get("model_instance_device_id") or 0)
 
@@ -346,6 +355,16 @@ def _convert(
 ) -> None:
     """Turn `config` into a Python-backend config and write model.py into each version."""
     filename = config.default_model_filename or default_filename
+    # Validation refuses these already; the data plane also serves packages that reached a
+    # store some other way, so the file the generated model.py opens is checked again.
+    problem = model_filename_problem(filename)
+    if problem:
+        raise ValueError(f"{model_dir.name}/config.pbtxt: {problem}")
+    for version in _version_folders(model_dir):
+        if not resolves_inside(version / filename, version):
+            raise ValueError(
+                f"{model_dir.name}/{version.name}/{filename} resolves outside its version folder."
+            )
     if not config.input or not config.output:
         for version in _version_folders(model_dir):
             candidate = version / filename

@@ -36,6 +36,7 @@ from dataplane.memory import MemoryProbe, MemoryReading
 from dataplane.modelconfig import ConfigError, read_model_config
 from dataplane.shim import model_folders, prepare_repository
 from dataplane.stores import ModelStore, PackageNotFound, StoreError, open_store
+from toolkit import yamlsafe
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +225,8 @@ def entry_model(repository: Path, target: str) -> str:
     berth_yaml = repository / "berth.yaml"
     if berth_yaml.is_file():
         try:
-            spec = yaml.safe_load(berth_yaml.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            spec = yamlsafe.load_file(berth_yaml) or {}
+        except yaml.YAMLError as exc:
             raise validation_error(
                 f"berth.yaml of {target} does not parse: {exc}", error_code="InvalidModelData"
             ) from exc

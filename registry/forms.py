@@ -6,6 +6,8 @@ import json
 import yaml
 from django import forms
 
+from toolkit import yamlsafe
+
 # Service error fields -> form fields.
 FIELD_MAP = {
     "archive": "archive",
@@ -111,7 +113,9 @@ class VersionUploadForm(forms.Form):
         if not text:
             return None
         try:
-            value = yaml.safe_load(text)
+            value = yamlsafe.load(text, what="The test cases")
+        except yamlsafe.YamlRefused as exc:
+            raise forms.ValidationError(str(exc)) from exc
         except yaml.YAMLError as exc:
             raise forms.ValidationError(f"Not valid YAML or JSON: {exc}") from exc
         if isinstance(value, dict) and "tests" in value:

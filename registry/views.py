@@ -5,15 +5,17 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
 from portal.errors import NotFound, ServiceError
 
 from . import selectors, services
-from .artifacts import check_request_size
+from .artifacts import PayloadTooLarge, check_request_size, max_upload_bytes
 from .choices import VersionStatus
 from .filtersets import ModelVersionFilterSet, RegisteredModelFilterSet
 from .forms import ModelCreateForm, VersionUploadForm, add_service_error
+from .uploads import UploadLimitHandler
 
 PAGE_SIZE = 25
 
@@ -164,21 +166,47 @@ def version_status(request, name: str, version: int):
     return response
 
 
+def _upload_refused(request, model, exc: ServiceError):
+    messages.error(request, exc.message)
+    return render(
+        request,
+        "registry/version_upload.html",
+        {"nav_section": "registry", "model": model, "form": VersionUploadForm()},
+        status=exc.status_code,
+    )
+
+
+# The CSRF check reads the POST data, and with it the whole upload to disk, before any view
+# code runs; so the size is checked first, here, and the check runs after (Django's documented
+# pattern for upload handlers set in a view). A refused request changes nothing, so answering
+# it before the CSRF check gives a forger nothing.
 @login_required
+@csrf_exempt
 def version_upload(request, name: str):
     model = _get_or_404(selectors.model_get, name=name)
-    posted = request.method == "POST"
-    if posted:
+    if request.method == "POST":
         try:
             check_request_size(request)
         except ServiceError as exc:
-            messages.error(request, exc.message)
-            return render(
+            return _upload_refused(request, model, exc)
+        limit = max_upload_bytes()
+        handler = UploadLimitHandler(request, limit=limit, slack=1024 * 1024)
+        request.upload_handlers.insert(0, handler)
+        request.FILES  # noqa: B018 - reads the body now, through the handler above
+        if handler.exceeded:
+            return _upload_refused(
                 request,
-                "registry/version_upload.html",
-                {"nav_section": "registry", "model": model, "form": VersionUploadForm()},
-                status=exc.status_code,
+                model,
+                PayloadTooLarge(
+                    f"The archive is larger than the {limit} byte upload limit.", field="archive"
+                ),
             )
+    return _version_upload(request, model)
+
+
+@csrf_protect
+def _version_upload(request, model):
+    posted = request.method == "POST"
     form = VersionUploadForm(request.POST, request.FILES) if posted else VersionUploadForm()
     if request.method == "POST" and form.is_valid():
         try:

@@ -97,6 +97,42 @@ def _zero_bomb_tar(path: Path, size: int) -> Path:
     return path
 
 
+def _random_bytes(size: int) -> bytes:
+    """Incompressible bytes, deterministic between runs."""
+    return hashlib.shake_256(b"berth").digest(size)
+
+
+def _links_to_one_file(path: Path, *, file_bytes: int, links: int) -> Path:
+    entries: list = [("m/weights.bin", _random_bytes(file_bytes))]
+    entries += [_link(f"m/copy{n}.bin", "m/weights.bin", tarfile.LNKTYPE) for n in range(links)]
+    return _tar(path, entries)
+
+
+def _gnu_tar(path: Path, name: str, data: bytes) -> Path:
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tf:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _pax_tar(path: Path, name: str, data: bytes, pax: dict[str, str]) -> Path:
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.pax_headers = pax
+        tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _non_utf8_tar(path: Path) -> Path:
+    with tarfile.open(path, "w", encoding="utf-8", errors="surrogateescape") as tf:
+        info = tarfile.TarInfo("m/caf\udce9.txt")
+        info.size = 1
+        tf.addfile(info, io.BytesIO(b"x"))
+    return path
+
+
 def _zero_bomb_zip(path: Path, size: int) -> Path:
     chunk = bytes(1024 * 1024)
     with (
@@ -281,6 +317,27 @@ HOSTILE: dict[str, tuple[Builder, str | None, str]] = {
         lambda d: _zero_bomb_zip(d / "a.zip", 3 * 1024 * 1024),
         "model/1/weights.bin",
         "compression ratio",
+    ),
+    "gnu-long-name-over-limit": (
+        lambda d: _gnu_tar(d / "a.tar", "m/" + "n" * 4000, b"x"),
+        "././@LongLink",
+        "GNU long name/link header of 4003 bytes; the limit is 1025",
+    ),
+    "pax-header-over-limit": (
+        lambda d: _pax_tar(d / "a.tar", "m/a.txt", b"x", {"comment": "c" * 100_000}),
+        "././@PaxHeader",
+        "PAX extended header of 100",
+    ),
+    "non-utf8-name": (
+        lambda d: _non_utf8_tar(d / "a.tar"),
+        "m/caf\\xe9.txt",
+        "member name is not valid UTF-8",
+    ),
+    "hardlink-copies-over-total": (
+        # 1 MiB stored once, linked 10 times: 11 MiB unpacked, counted before any copy.
+        lambda d: _links_to_one_file(d / "a.tar.gz", file_bytes=1024 * 1024, links=10),
+        "m/copy9.bin",
+        "(11534336 bytes, 10485760 of them copies of 10 links)",
     ),
     "not-an-archive": (
         lambda d: (

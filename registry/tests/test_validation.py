@@ -251,3 +251,78 @@ def test_python_models_declare_their_io_since_triton_completes_no_config(tmp_pat
     assert len(found) == 1
     assert "declares no outputs" in found[0].message
     assert "auto_complete_config() in model.py is not called" in found[0].message
+
+
+# -- bounds on hostile input ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "reason", "line"),
+    [
+        ("model: demo_ensemble\nx: &a [1]\ny: *a\n", "anchors (&a) are not allowed", 2),
+        ("model: demo_ensemble\ntests: " + "[" * 40 + "]" * 40 + "\n", "nesting is deeper", 2),
+        ("model: demo_ensemble\n" + "#" * (1024 * 1024), "the limit is 1048576 bytes", None),
+    ],
+)
+def test_berth_yaml_is_bounded(tmp_path, text, reason, line):
+    write_demo_repository(tmp_path)
+    (tmp_path / "berth.yaml").write_text(text)
+    found = [p for p in validate_repository(tmp_path).problems if reason in p.message]
+    assert len(found) == 1 and found[0].file == "berth.yaml" and found[0].line == line
+
+
+def test_oversized_config_is_refused_unparsed(tmp_path):
+    write_demo_repository(tmp_path)
+    config = tmp_path / "demo_classifier" / "config.pbtxt"
+    config.write_text(config.read_text() + "#" * (1024 * 1024))
+    found = [p for p in validate_repository(tmp_path).problems if "the limit is" in p.message]
+    assert len(found) == 1 and found[0].file == "demo_classifier/config.pbtxt"
+    assert found[0].message.endswith("bytes; the limit is 1048576 bytes.")
+
+
+@pytest.mark.parametrize("filename", ["../../etc/passwd", "/etc/passwd", "a/b.onnx", ".."])
+def test_default_model_filename_must_stay_in_the_version_folder(tmp_path, filename):
+    write_demo_repository(tmp_path)
+    config = tmp_path / "demo_classifier" / "config.pbtxt"
+    config.write_text(config.read_text() + f'default_model_filename: "{filename}"\n')
+    found = [
+        p for p in validate_repository(tmp_path).problems if "default_model_filename" in p.message
+    ]
+    assert len(found) == 1 and found[0].file == "demo_classifier/config.pbtxt"
+
+
+def test_a_model_file_that_is_a_link_out_of_the_version_folder_is_refused(tmp_path):
+    write_demo_repository(tmp_path)
+    model_file = tmp_path / "demo_classifier" / "1" / "model.onnx"
+    model_file.unlink()
+    model_file.symlink_to("/etc/hostname")
+    found = [p for p in validate_repository(tmp_path).problems if "resolves outside" in p.message]
+    assert len(found) == 1 and found[0].file == "demo_classifier/1/model.onnx"
+
+
+def test_input_dims_are_bounded_naming_the_tensor(tmp_path):
+    write(
+        tmp_path,
+        {
+            "big/config.pbtxt": """
+                backend: "python"
+                input [ { name: "HUGE" data_type: TYPE_FP32 dims: [ 1000000, 1000000, 1000 ] } ]
+                output [ { name: "LOGITS" data_type: TYPE_FP32 dims: [ 4096, 128000 ] } ]
+                """,
+            "big/1/model.py": "class TritonPythonModel: pass\n",
+        },
+    )
+    problems = validate_repository(tmp_path).problems
+    # The input the test step would allocate is refused; a large declared output is not.
+    assert [p.message.split(" with dims")[0] for p in problems] == ["Input 'HUGE'"]
+    assert problems[0].line == 2
+
+
+def test_test_cases_are_bounded(tmp_path):
+    write_demo_repository(tmp_path)
+    case = {"name": "c", "inputs": {"RAW": {"datatype": "FP32", "shape": [1, 4], "data": [1] * 4}}}
+    too_many = [{**case, "name": f"c{i}"} for i in range(501)]
+    assert any(
+        "501 test cases; the limit is 500" in p.message
+        for p in validate_repository(tmp_path, extra_test_cases=too_many).problems
+    )

@@ -8,6 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toolkit.limits import (
+    MAX_CONFIG_BYTES,
+    MAX_YAML_BYTES,
+    InputTooLarge,
+    model_filename_problem,
+    read_bounded,
+    resolves_inside,
+    tensor_size_problem,
+)
+
 from .problems import Problem
 from .testcases import check_test_cases, normalize_test_cases, test_cases_schema_problems
 from .yamllines import YamlError, line_of, load_with_lines
@@ -125,9 +135,14 @@ def _datatype_name(value: int) -> str:
 def _completes_its_own_config(info: ModelInfo) -> bool:
     """Whether the model's newest model.py defines auto_complete_config (Triton's hook)."""
     filename = info.config.default_model_filename or DEFAULT_MODEL_FILE["python"]
+    if model_filename_problem(filename):
+        return False
     for number in reversed(info.versions):
+        path = info.folder / str(number) / filename
+        if not resolves_inside(path, info.folder):
+            continue
         try:
-            source = (info.folder / str(number) / filename).read_text(errors="replace")
+            source = path.read_text(errors="replace")
         except OSError:
             continue
         return "def auto_complete_config" in source
@@ -263,7 +278,14 @@ class _Validator:
         info = ModelInfo(name=folder.name, folder=folder, config_file=self.rel(config_path))
         self.models[info.name] = info
         try:
-            info.config_text = config_path.read_text(encoding="utf-8")
+            # Bounded before parsing: protobuf's text parser holds the whole file and its
+            # tokens in memory.
+            info.config_text = read_bounded(config_path, MAX_CONFIG_BYTES, what=CONFIG_FILE).decode(
+                "utf-8"
+            )
+        except InputTooLarge as exc:
+            self.add(info.config_file, exc.message)
+            return
         except UnicodeDecodeError:
             self.add(info.config_file, "config.pbtxt is not UTF-8 text.")
             return
@@ -328,6 +350,7 @@ class _Validator:
             )
         self.check_tensors(info)
         self.check_versions(info)
+        self.check_tensor_sizes(info)
         self.check_env_path(info)
 
     def check_tensors(self, info: ModelInfo) -> None:
@@ -364,6 +387,23 @@ class _Validator:
         if info.is_ensemble and not config.output:
             self.add(file, "An ensemble must declare its outputs.")
 
+    def check_tensor_sizes(self, info: ModelInfo) -> None:
+        """Inputs the test step could not allocate, and tensors of absurd rank, refused here:
+        declared by the config, or read from the ONNX graph when the config leaves them out."""
+        for kind, specs in (("input", info.inputs), ("output", info.outputs)):
+            for name, spec in (specs or {}).items():
+                dims = list(spec.get("dims") or [])
+                if info.max_batch_size > 0:
+                    dims = [1, *dims]  # the smoke inference sends a batch of one
+                # Outputs are bounded in rank only: the test step never allocates them, and a
+                # large declared output (logits over a vocabulary) is legitimate.
+                problem = tensor_size_problem(
+                    name, spec.get("datatype", ""), dims, kind=kind, check_size=kind == "input"
+                )
+                if problem:
+                    line = _line_containing(info.config_text, f'"{name}"')
+                    self.add(info.config_file, problem, line)
+
     def check_versions(self, info: ModelInfo) -> None:
         config, file = info.config, info.config_file
         if not info.versions:
@@ -395,6 +435,12 @@ class _Validator:
             selected = info.versions[-1:]
         if info.is_ensemble:
             return
+        filename_problem = model_filename_problem(config.default_model_filename)
+        if filename_problem:
+            self.add(
+                file, filename_problem, _line_containing(info.config_text, "default_model_filename")
+            )
+            return
         filename = config.default_model_filename or DEFAULT_MODEL_FILE.get(
             info.platform or info.backend
         )
@@ -403,6 +449,9 @@ class _Validator:
         for number in selected:
             target = info.folder / str(number) / filename
             rel = self.rel(target)
+            if not resolves_inside(target, info.folder / str(number)):
+                self.add(rel, f"{filename} resolves outside {info.name}/{number}/.")
+                continue
             if filename in MUST_BE_FOLDER or filename.endswith(".savedmodel"):
                 if not target.is_dir():
                     self.add(
@@ -568,7 +617,11 @@ class _Validator:
         lines: dict = {}
         if berth_path.is_file():
             try:
-                data, lines = load_with_lines(berth_path.read_text(encoding="utf-8"))
+                raw = read_bounded(berth_path, MAX_YAML_BYTES, what=BERTH_FILE)
+                data, lines = load_with_lines(raw.decode("utf-8"), what=BERTH_FILE)
+            except InputTooLarge as exc:
+                self.add(file, exc.message)
+                data = {}
             except YamlError as exc:
                 self.add(file, f"Cannot parse berth.yaml: {exc.message}", exc.line)
                 data = {}

@@ -10,6 +10,8 @@ tests:
 import math
 from typing import Any
 
+from toolkit.limits import MAX_TENSOR_DIMS, MAX_TENSOR_ELEMENTS, MAX_TEST_CASES
+
 from .problems import Problem
 from .yamllines import Path_, line_of
 
@@ -33,18 +35,17 @@ DATATYPES = {
 CASE_KEYS = {"name", "model", "inputs", "expected", "description"}
 INPUT_KEYS = {"datatype", "shape", "data"}
 EXPECTED_KEYS = {"datatype", "shape", "data", "atol", "rtol"}
-DEFAULT_ATOL = 1e-5
-DEFAULT_RTOL = 1e-4
 
 
-def _flatten(data: Any) -> list | None:
-    """Nested lists flattened; None when `data` is not a list of scalars or lists."""
-    if not isinstance(data, list):
+def _flatten(data: Any, depth: int = 1) -> list | None:
+    """Nested lists flattened; None when `data` is not a list of scalars or lists, or is
+    nested deeper than a tensor may have dims."""
+    if not isinstance(data, list) or depth > MAX_TENSOR_DIMS:
         return None
     out: list = []
     for item in data:
         if isinstance(item, list):
-            inner = _flatten(item)
+            inner = _flatten(item, depth + 1)
             if inner is None:
                 return None
             out.extend(inner)
@@ -74,6 +75,9 @@ def test_cases_schema_problems(
 
     if not isinstance(cases, list):
         add((), "Test cases must be a list of cases (name, inputs, expected).")
+        return problems
+    if len(cases) > MAX_TEST_CASES:
+        add((), f"{len(cases)} test cases; the limit is {MAX_TEST_CASES}.")
         return problems
     names: set[str] = set()
     for index, case in enumerate(cases):
@@ -149,10 +153,25 @@ def _check_tensor(spec, *, required, allowed, where, add, path) -> None:
     ):
         add(path + ("shape",), f"{where}: shape must be a list of non-negative integers.")
         shape = None
+    elif shape is not None and len(shape) > MAX_TENSOR_DIMS:
+        add(
+            path + ("shape",),
+            f"{where}: shape has {len(shape)} dims; the limit is {MAX_TENSOR_DIMS}.",
+        )
+        shape = None
     if "data" in spec:
         flat = _flatten(spec["data"])
         if flat is None:
-            add(path + ("data",), f"{where}: data must be a list (nested lists allowed) of values.")
+            add(
+                path + ("data",),
+                f"{where}: data must be a list (nested lists allowed, at most "
+                f"{MAX_TENSOR_DIMS} deep) of values.",
+            )
+        elif len(flat) > MAX_TENSOR_ELEMENTS:
+            add(
+                path + ("data",),
+                f"{where}: data has {len(flat)} values; the limit is {MAX_TENSOR_ELEMENTS}.",
+            )
         else:
             if shape is not None and math.prod(shape) != len(flat):
                 add(

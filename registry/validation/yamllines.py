@@ -4,6 +4,8 @@ from typing import Any
 
 import yaml
 
+from toolkit.yamlsafe import YamlRefused, compose_and_load
+
 Path_ = tuple[str | int, ...]
 
 
@@ -14,11 +16,13 @@ class YamlError(Exception):
         self.line = line
 
 
-def load_with_lines(text: str) -> tuple[Any, dict[Path_, int]]:
-    """Parse `text` (safe loader) and return the data and {path: line} for every node."""
+def load_with_lines(text: str, *, what: str = "berth.yaml") -> tuple[Any, dict[Path_, int]]:
+    """Parse `text` with the bounded safe loader (size, depth, no aliases) and return the data
+    and {path: line} for every node."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data, node = compose_and_load(text, what=what)
+    except YamlRefused as exc:
+        raise YamlError(exc.message, exc.line) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         message = " ".join(part for part in (exc.context, exc.problem) if part) or str(exc)
