@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -40,6 +41,7 @@ from dataplane.errors import (
 )
 from dataplane.memory import MemoryProbe, host_utilization
 from dataplane.metrics import (
+    Dimensions,
     InvocationSeries,
     MetricsRegistry,
     endpoint_dimensions,
@@ -71,9 +73,27 @@ ENDPOINTS_FILE = "endpoints.json"
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
 
+def _from_environment(name: str, default: float) -> float:
+    """A bound from the environment (`BERTH_GATEWAY_*`), else its default."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise ValueError(f"{name}={text!r} is not a number") from exc
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, not {text}")
+    return value
+
+
 @dataclass
 class GatewaySettings:
-    """Knobs of one gateway process (the CLI fills them)."""
+    """Knobs of one gateway process (the CLI fills them).
+
+    The bounds on clients default to the environment's `BERTH_GATEWAY_*` values, so that a
+    deployment (or a test) sets them without a flag of its own.
+    """
 
     state_dir: Path
     store_root: Path | None = None
@@ -91,6 +111,24 @@ class GatewaySettings:
     admin_token: str | None = None
     # Nice value of the processes that stage packages (dataplane.staging): below serving.
     staging_niceness: int = DEFAULT_NICENESS
+    # Bounds on clients (dataplane.httpserver): seconds for a request head to arrive, for its
+    # body, for an idle kept-alive connection; connections served at once (more get a 503).
+    header_timeout: float = field(
+        default_factory=lambda: _from_environment("BERTH_GATEWAY_HEADER_TIMEOUT", 10.0)
+    )
+    body_timeout: float = field(
+        default_factory=lambda: _from_environment("BERTH_GATEWAY_BODY_TIMEOUT", 30.0)
+    )
+    keep_alive_timeout: float = field(
+        default_factory=lambda: _from_environment("BERTH_GATEWAY_KEEP_ALIVE_TIMEOUT", 15.0)
+    )
+    max_connections: int = field(
+        default_factory=lambda: int(_from_environment("BERTH_GATEWAY_MAX_CONNECTIONS", 512))
+    )
+    # Packages per endpoint with metric series of their own (least recently used dropped).
+    max_model_series: int = field(
+        default_factory=lambda: int(_from_environment("BERTH_GATEWAY_MAX_MODEL_SERIES", 1000))
+    )
 
 
 @dataclass(eq=False)
@@ -153,7 +191,9 @@ class LoadOutcome:
 class Endpoint:
     """One named multi-model endpoint: its store, budget, loaded models and aliases."""
 
-    def __init__(self, name: str, store: str, budget_bytes: int) -> None:
+    def __init__(
+        self, name: str, store: str, budget_bytes: int, *, max_model_series: int = 1000
+    ) -> None:
         self.name = name
         self.store_location = store
         self.store: ModelStore = open_store(store)
@@ -164,33 +204,55 @@ class Endpoint:
         self.dimensions = endpoint_dimensions(name)
         self._aliases: dict[str, str] = {}
         self._aliases_version: object = object()
-        self._model_dimensions: dict[str, Any] = {}
-        self._series: dict[str | None, tuple[InvocationSeries, ...]] = {}
-        self._endpoint_series: InvocationSeries | None = None
+        self._endpoint_series: tuple[InvocationSeries] | None = None
+        # Packages with series of their own, least recently used first; see `admit_model`.
+        self._model_series: OrderedDict[
+            str, tuple[Dimensions, tuple[InvocationSeries, InvocationSeries]]
+        ] = OrderedDict()
+        self.max_model_series = max(1, int(max_model_series))
         self._package_names: set[str] = set()
 
     def invocation_series(
         self, metrics: MetricsRegistry, target: str | None
     ) -> tuple[InvocationSeries, ...]:
-        """The series a request for `target` records into: the endpoint's, the model's."""
-        found = self._series.get(target)
+        """The series a request for `target` records into: the endpoint's, and the model's
+        when `target` has series of its own (a package that was staged); a name a client
+        made up counts in the endpoint's series only."""
+        if target is not None:
+            entry = self._model_series.get(target)
+            if entry is not None:
+                self._model_series.move_to_end(target)
+                return entry[1]
+            if target in self.loaded:  # Its series were dropped while it stayed loaded.
+                self.admit_model(metrics, target)
+                return self._model_series[target][1]
+        found = self._endpoint_series
         if found is None:
-            if self._endpoint_series is None:
-                self._endpoint_series = InvocationSeries(metrics, self.dimensions)
-            if target is None:
-                found = (self._endpoint_series,)
-            else:
-                found = (self._endpoint_series, InvocationSeries(metrics, self.model_dims(target)))
-            if len(self._series) > 10_000:  # Bounded: names come from clients.
-                self._series.clear()
-            self._series[target] = found
+            found = self._endpoint_series = (InvocationSeries(metrics, self.dimensions),)
         return found
 
-    def model_dims(self, target: str) -> Any:
-        dims = self._model_dimensions.get(target)
-        if dims is None:
-            dims = self._model_dimensions[target] = model_dimensions(self.name, target)
+    def admit_model(self, metrics: MetricsRegistry, target: str) -> Dimensions:
+        """Give `target` series of its own (or mark them used); its dimensions.
+
+        Called once a package has been fetched from the store, so only names of real packages
+        get series; at most `max_model_series` of them, the least recently used dropped.
+        """
+        entry = self._model_series.get(target)
+        if entry is not None:
+            self._model_series.move_to_end(target)
+            return entry[0]
+        dims = model_dimensions(self.name, target)
+        endpoint_series = self.invocation_series(metrics, None)[0]
+        self._model_series[target] = (dims, (endpoint_series, InvocationSeries(metrics, dims)))
+        while len(self._model_series) > self.max_model_series:
+            _, (old_dims, _) = self._model_series.popitem(last=False)
+            metrics.drop(old_dims)
         return dims
+
+    def model_dims(self, target: str) -> Dimensions:
+        """The dimensions of `target`'s own series (whether it has any or not)."""
+        entry = self._model_series.get(target)
+        return entry[0] if entry is not None else model_dimensions(self.name, target)
 
     def configure(self, store: str, budget_bytes: int) -> None:
         if store != self.store_location:
@@ -306,7 +368,10 @@ class Gateway:
                 Path(store).mkdir(parents=True, exist_ok=True)
             if existing is None:
                 self.endpoints[name] = Endpoint(
-                    name, store, budget or self.settings.default_budget_bytes
+                    name,
+                    store,
+                    budget or self.settings.default_budget_bytes,
+                    max_model_series=self.settings.max_model_series,
                 )
             elif budget:
                 existing.configure(store, budget)
@@ -331,7 +396,12 @@ class Gateway:
         if not path.exists():
             return
         for name, spec in json.loads(path.read_text(encoding="utf-8")).items():
-            self.endpoints[name] = Endpoint(name, spec["store"], spec["memory_budget_bytes"])
+            self.endpoints[name] = Endpoint(
+                name,
+                spec["store"],
+                spec["memory_budget_bytes"],
+                max_model_series=self.settings.max_model_series,
+            )
 
     def _save_endpoints(self) -> None:
         data = {
@@ -364,7 +434,9 @@ class Gateway:
         if not store.startswith("s3://"):
             Path(store).mkdir(parents=True, exist_ok=True)
         if existing is None:
-            endpoint = Endpoint(name, store, budget_bytes)
+            endpoint = Endpoint(
+                name, store, budget_bytes, max_model_series=self.settings.max_model_series
+            )
             self.endpoints[name] = endpoint
         else:
             endpoint = existing
@@ -411,7 +483,9 @@ class Gateway:
                 )
                 self.metrics.record("ModelLoadingWaitTime", endpoint.dimensions, outcome.wait_us)
                 self.metrics.record(
-                    "ModelLoadingWaitTime", endpoint.model_dims(target), outcome.wait_us
+                    "ModelLoadingWaitTime",
+                    endpoint.admit_model(self.metrics, target),
+                    outcome.wait_us,
                 )
                 return outcome
         raise service_unavailable(f"{target} was unloaded again before it could serve; retry.")
@@ -454,6 +528,9 @@ class Gateway:
                 work,
                 self.settings.archive_limits,
             )
+            # The package exists and unpacked: from here on it has metric series of its own
+            # (a name that matches no package never gets any).
+            endpoint.admit_model(self.metrics, target)
             async with supervisor.repository_lock:
                 if supervisor.generation != generation:
                     raise service_unavailable("Triton restarted while loading; retry.")
@@ -507,7 +584,7 @@ class Gateway:
                 await self._make_room(endpoint, 0, keep=target)
         finally:
             await staging.run(remove_tree, work)
-        for dims in (endpoint.dimensions, endpoint.model_dims(target)):
+        for dims in (endpoint.dimensions, endpoint.admit_model(self.metrics, target)):
             self.metrics.record("ModelDownloadingTime", dims, downloading_us)
             self.metrics.record("ModelLoadingTime", dims, loading_us)
         log.info(
@@ -555,7 +632,7 @@ class Gateway:
                 log.warning("unloading %s failed: %s", model.served_name, exc)
         unloading_us = (time.perf_counter() - started) * 1e6
         await self.staging.run(remove_served_folders, self.repository, model.prefix)
-        for dims in (endpoint.dimensions, endpoint.model_dims(model.target_model)):
+        for dims in (endpoint.dimensions, endpoint.admit_model(self.metrics, model.target_model)):
             self.metrics.record("ModelUnloadingTime", dims, unloading_us)
         log.info(
             "unloaded %s from %s in %.0f ms", model.target_model, endpoint.name, unloading_us / 1000

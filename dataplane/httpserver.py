@@ -8,6 +8,17 @@ of unknown length send), `Expect: 100-continue`, a body size limit checked befor
 is read (as it arrives, for a chunked body), and a small router.
 A handler may answer synchronously (the invocation fast path answers from a callback) or
 be a coroutine run as a task.
+
+Every client is bounded, since any of them may be hostile: a request head must arrive within
+`header_timeout`, its body within `body_timeout`, an idle kept-alive connection is closed
+after `keep_alive_timeout`, a client that stops reading its answers is cut after
+`body_timeout`, and past `max_connections` a new connection is answered 503 and closed. One
+sweeper enforces the deadlines of all connections (a timer per request would cost more than
+the request's parsing); the head is held to RFC 9110/9112's grammar (no CR, LF or NUL inside
+a field, tokens for names), so nothing the gateway forwards can carry a line of its own.
+
+Why not a library: the parsers asyncio servers use (httptools, h11) are not installed here,
+and the invocation path's budget is a few microseconds per request.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -32,6 +44,27 @@ CHUNKED = -1
 # one-byte chunks would hold the event loop for seconds. Real clients send far fewer.
 MAX_CHUNKS = 65_536
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
+
+# RFC 9110 5.6.2: a method and a field name are tokens.
+_TOKEN_CHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_TOKEN = re.compile(_TOKEN_CHARS)
+# A well-formed request line and field section, each matched in one call (the usual case);
+# what fails is looked at line by line for the reason.
+_REQUEST_LINE = re.compile(rf"({_TOKEN_CHARS}) ([^\x00-\x20\x7f]+) (HTTP/1\.[01])")
+_FIELDS = re.compile(rf"(?:{_TOKEN_CHARS}:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
+# RFC 9110 5.5, RFC 9112 2.2: a head holds no control character but HTAB, and CR only as the
+# CR LF that ends a line (searched with every CR LF replaced by a HTAB).
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# Fields that must not repeat: two lengths are how requests are smuggled (RFC 9112 6.3).
+_SINGLETONS = frozenset({"content-length", "transfer-encoding"})
+_VERSIONS = frozenset({"HTTP/1.1", "HTTP/1.0"})
+
+# What a connection is waiting for, and so which deadline applies to it.
+IDLE = 0  # the next request on a kept-alive connection: keep_alive_timeout
+HEAD = 1  # the rest of a request head: header_timeout
+BODY = 2  # the rest of a request body: body_timeout
+BUSY = 3  # its handler's answer: no client deadline
+DISCARD = 4  # the rest of a refused body: body_timeout, then closed
 
 
 class HttpRequest:
@@ -131,6 +164,10 @@ class HttpConnection(asyncio.Protocol):
         "_chunks",
         "_chunk_count",
         "_eof",
+        "phase",
+        "deadline",
+        "write_paused",
+        "send_deadline",
     )
 
     def __init__(self, server: HttpServer) -> None:
@@ -146,13 +183,77 @@ class HttpConnection(asyncio.Protocol):
         self._chunks: bytearray | None = None
         self._chunk_count = 0
         self._eof = False
+        self.phase = HEAD
+        self.deadline = 0.0
+        self.write_paused = False
+        self.send_deadline = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        server = self.server
+        if len(server.connections) >= server.max_connections:
+            # Over the cap: answer at once, so the client learns to retry, and hold nothing.
+            self.closing = True
+            response = server.overloaded()
+            self._write(response.status, response.body, response.headers, close=True)
+            return
+        server.connections.add(self)
+        # The first request's head is due within header_timeout of connecting.
+        self.deadline = time.monotonic() + server.header_timeout
+        server.start_sweeper()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.transport = None
+        self.server.connections.discard(self)
+
+    def pause_writing(self) -> None:
+        """The client reads its answers slower than they come: take no further request until
+        it catches up, and cut it if it does not within body_timeout."""
+        self.write_paused = True
+        self.send_deadline = time.monotonic() + self.server.body_timeout
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        transport = self.transport
+        if transport is None or self.closing or self.busy:
+            return
+        transport.resume_reading()
+        if self.buffer:
+            self._next()
+
+    def expire(self, now: float) -> None:
+        """Past a deadline (the sweeper calls): cut the connection, answering 408 when the
+        client had started a request."""
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        if self.write_paused and self.send_deadline < now:
+            transport.abort()  # It reads nothing: an answer would only queue.
+            return
+        phase = self.phase
+        if phase == BUSY or self.deadline >= now:
+            return
+        if (phase == HEAD and self.buffer) or phase == BODY:
+            part, limit = (
+                ("head", self.server.header_timeout)
+                if phase == HEAD
+                else ("body", self.server.body_timeout)
+            )
+            body = json.dumps(
+                {
+                    "ErrorCode": "RequestTimeout",
+                    "Message": f"the request {part} did not arrive within {limit:g}s",
+                }
+            ).encode()
+            self._head = self._chunks = None
+            self.buffer.clear()
+            self._write(408, body, {"Content-Type": "application/json"}, close=True)
+        else:
+            self.closing = True
+            transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self._discard:
@@ -171,6 +272,10 @@ class HttpConnection(asyncio.Protocol):
     def _next(self) -> None:
         buffer = self.buffer
         if self._head is None:
+            if self.phase != HEAD:
+                # The first bytes of a request: its head is due within header_timeout.
+                self.phase = HEAD
+                self.deadline = time.monotonic() + self.server.header_timeout
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
                 if len(buffer) > MAX_HEAD_BYTES:
@@ -189,12 +294,14 @@ class HttpConnection(asyncio.Protocol):
             if length == CHUNKED:
                 self._chunks = bytearray()
                 self._chunk_count = 0
-            if (
-                (length == CHUNKED or length > len(buffer))
-                and headers.get("expect", "").lower() == "100-continue"
-                and self.transport is not None
-            ):
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if length == CHUNKED or length > len(buffer):
+                self.phase = BODY
+                self.deadline = time.monotonic() + self.server.body_timeout
+                if (
+                    headers.get("expect", "").lower() == "100-continue"
+                    and self.transport is not None
+                ):
+                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         method, path, query, headers, length = self._head
         if length == CHUNKED:
             try:
@@ -211,6 +318,7 @@ class HttpConnection(asyncio.Protocol):
             del buffer[:length]
         self._head = None
         self.busy = True
+        self.phase = BUSY
         self.server.dispatch(self, HttpRequest(method, path, query, headers, body))
 
     def _refuse_too_large(self, length: int | None, discard: int) -> None:
@@ -219,6 +327,8 @@ class HttpConnection(asyncio.Protocol):
         self._head = self._chunks = None
         self.buffer.clear()
         self._discard = discard
+        self.phase = DISCARD
+        self.deadline = time.monotonic() + self.server.body_timeout
         self.closing = True
         response = self.server.too_large(length)
         self._write(response.status, response.body, response.headers, close=not discard)
@@ -277,16 +387,52 @@ class HttpConnection(asyncio.Protocol):
         finally:
             del buffer[:pos]
 
-    def _parse_head(self, head: bytes) -> tuple[str, str, str, dict[str, str], int]:
+    @staticmethod
+    def _refuse_head(head: bytes) -> None:
+        """Raise ValueError saying what makes `head` malformed."""
+        control = _CONTROL.search(head.replace(b"\r\n", b"\t"))
+        if control is not None:
+            raise ValueError(
+                f"control character {control.group()!r} in the request head (a bare CR or LF, "
+                f"or NUL, inside a line)"
+            )
         lines = head.decode("latin-1").split("\r\n")
-        method, target, version = lines[0].split(" ")
-        headers: dict[str, str] = {}
+        request_line = lines[0].split(" ")
+        if (
+            len(request_line) != 3
+            or request_line[2] not in _VERSIONS
+            or not request_line[1]
+            or not _TOKEN.fullmatch(request_line[0])
+        ):
+            raise ValueError(f"bad request line {lines[0][:60]!r}")
         for line in lines[1:]:
-            key, sep, value = line.partition(":")
-            if not sep:
+            key, sep, _ = line.partition(":")
+            # A field name is a token: no whitespace before its colon, no folded lines.
+            if not sep or not _TOKEN.fullmatch(key):
                 raise ValueError(f"bad header line {line[:40]!r}")
-            # RFC 9110: no whitespace between a field name and its colon.
-            headers[key.lower()] = value.strip()
+        raise ValueError("malformed request head")
+
+    def _parse_head(self, head: bytes) -> tuple[str, str, str, dict[str, str], int]:
+        text = head.decode("latin-1")
+        line_end = text.find("\r\n")
+        if line_end < 0:
+            line_end = len(text)
+        request_line = _REQUEST_LINE.fullmatch(text, 0, line_end)
+        if request_line is None or not _FIELDS.fullmatch(text[line_end + 2 :] + "\r\n"):
+            self._refuse_head(head)
+        assert request_line is not None
+        method, target, version = request_line.groups()
+        headers: dict[str, str] = {}
+        for line in text[line_end + 2 :].split("\r\n") if line_end < len(text) else ():
+            key, _, value = line.partition(":")
+            key = key.lower()
+            value = value.strip(" \t")
+            if key in headers:
+                if key in _SINGLETONS:
+                    raise ValueError(f"more than one {key} header")
+                # RFC 9110 5.3: repeated fields are one comma-separated list.
+                value = f"{headers[key]}, {value}"
+            headers[key] = value
         coding = headers.get("transfer-encoding")
         if coding is not None:
             if coding.lower() != "chunked":
@@ -316,10 +462,14 @@ class HttpConnection(asyncio.Protocol):
         """Answer the current request; then read the next one from the buffer."""
         self._write(status, body, headers, close=not self._keep_alive)
         self.busy = False
+        self.phase = IDLE
+        self.deadline = time.monotonic() + self.server.keep_alive_timeout
         transport = self.transport
-        if transport is not None and not self.closing and not transport.is_reading():
+        if self.write_paused:
+            pass  # resume_writing() reads on once the client has caught up.
+        elif transport is not None and not self.closing and not transport.is_reading():
             transport.resume_reading()
-        if self.buffer and not self.closing:
+        if self.buffer and not self.closing and not self.write_paused:
             self._next()
         if self._eof and not self.busy and transport is not None:
             transport.close()
@@ -346,6 +496,12 @@ class HttpConnection(asyncio.Protocol):
         self._write(status, body, {"Content-Type": "application/json"}, close=True)
 
 
+def _overloaded() -> HttpResponse:
+    return json_response(
+        {"ErrorCode": "ServiceUnavailable", "Message": "too many connections; retry later"}, 503
+    )
+
+
 class HttpServer:
     """Dispatches parsed requests to direct handlers or to coroutine handlers."""
 
@@ -356,15 +512,48 @@ class HttpServer:
         max_body: int,
         too_large: Callable[[int | None], HttpResponse],
         error_mapper: ErrorMapper,
+        header_timeout: float = 10.0,
+        body_timeout: float = 30.0,
+        keep_alive_timeout: float = 15.0,
+        max_connections: int = 512,
+        overloaded: Callable[[], HttpResponse] = _overloaded,
     ) -> None:
         self.router = router
         self.max_body = max_body
         self.too_large = too_large
         self.error_mapper = error_mapper
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.keep_alive_timeout = keep_alive_timeout
+        self.max_connections = max_connections
+        self.overloaded = overloaded
+        self.connections: set[HttpConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Future[None] | None = None
+        # Deadlines hold to within a quarter of the shortest timeout (a second at most).
+        self._sweep_interval = min(
+            1.0, max(0.05, min(header_timeout, body_timeout, keep_alive_timeout) / 4)
+        )
 
     def protocol(self) -> HttpConnection:
         return HttpConnection(self)
+
+    def start_sweeper(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.ensure_future(self._sweep())
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval)
+            now = time.monotonic()
+            for connection in list(self.connections):
+                if connection.deadline < now or connection.write_paused:
+                    connection.expire(now)
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
 
     def dispatch(self, connection: HttpConnection, request: HttpRequest) -> None:
         path = request.path

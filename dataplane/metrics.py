@@ -296,15 +296,33 @@ class MetricsRegistry:
     def __init__(self, window_minutes: int = 180) -> None:
         self.window_minutes = max(1, int(window_minutes))
         self._series: dict[tuple[str, Dimensions], Series] = {}
+        # The metric names recorded under each set of dimensions, so a set can be dropped.
+        self._names: dict[Dimensions, set[str]] = {}
         self._last_prune = 0
 
     def series(self, name: str, dimensions: Dimensions) -> Series:
-        """The series for `name` and `dimensions` (created on first use); keep it to record fast."""
+        """The series for `name` and `dimensions` (created on first use); keep it to record fast.
+
+        Series live until `drop` removes them: callers create them only for dimensions they
+        bound (an endpoint, a package that was staged), never for names clients made up.
+        """
         key = (name, _normalize(dimensions))
         found = self._series.get(key)
         if found is None:
             found = self._series[key] = Series(name, key[1])
+            self._names.setdefault(key[1], set()).add(name)
         return found
+
+    def drop(self, dimensions: Dimensions) -> int:
+        """Forget every series recorded under `dimensions`; how many there were."""
+        dims = _normalize(dimensions)
+        names = self._names.pop(dims, set())
+        for name in names:
+            self._series.pop((name, dims), None)
+        return len(names)
+
+    def __len__(self) -> int:
+        return len(self._series)
 
     def maybe_prune(self, minute: int) -> None:
         if minute != self._last_prune:

@@ -40,6 +40,7 @@ from dataplane.httpserver import (
     json_response,
 )
 from dataplane.metrics import MetricsError
+from dataplane.payload import check_inference_request, decode_body
 from dataplane.stores import check_name, is_package_name
 from dataplane.supervisor import error_text
 from dataplane.upstream import UpstreamError, UpstreamPool, UpstreamResponse, _Connection
@@ -49,14 +50,12 @@ log = logging.getLogger(__name__)
 TARGET_MODEL_HEADER = "X-Amzn-SageMaker-Target-Model"
 _TARGET_KEY = TARGET_MODEL_HEADER.lower()
 _VARIANT_HEADER = "X-Amzn-Invoked-Production-Variant"
-# Request headers Triton needs to read the body (binary tensor extension, compression).
-_FORWARDED = (
-    ("inference-header-content-length", "Inference-Header-Content-Length"),
-    ("content-encoding", "Content-Encoding"),
-)
-# The answer's JSON part's length when Triton answers with the binary tensor extension.
+# The JSON part's length when a body (a request's or Triton's answer) carries binary tensors:
+# the one request header Triton needs besides Content-Type. A Content-Encoding is decoded here
+# (dataplane.payload), so Triton receives the body it is checked as.
 _JSON_LENGTH_KEY = "inference-header-content-length"
 _JSON_LENGTH_HEADER = "Inference-Header-Content-Length"
+_ENCODING_KEY = "content-encoding"
 # How Triton's HTTP frontend words a body it cannot parse as a KServe v2 JSON request.
 _PARSE_FAILURES = ("failed to parse the request JSON buffer", "Unable to parse ")
 
@@ -96,6 +95,7 @@ class InvocationHandler:
         self.supervisor = gateway.supervisor
         self.metrics = gateway.metrics
         self.infer_timeout = gateway.settings.infer_timeout
+        self.max_body = gateway.settings.max_request_bytes
         # Fast-path requests under way and their deadlines; one sweeper enforces them all,
         # cheaper than a timer per request.
         self._waiting: dict[_Connection, float] = {}
@@ -131,11 +131,22 @@ class InvocationHandler:
         except GatewayError as error:
             self._answer_error(connection, endpoint, None, started, error, None)
             return
-        headers = {"Content-Type": request.headers.get("content-type", "application/json")}
-        for key, name_out in _FORWARDED:
-            value = request.headers.get(key)
-            if value is not None:
-                headers[name_out] = value
+        request_headers = request.headers
+        body = request.body
+        json_length = request_headers.get(_JSON_LENGTH_KEY)
+        try:
+            encoding = request_headers.get(_ENCODING_KEY)
+            if encoding is not None and encoding.lower() not in ("", "identity"):
+                body = decode_body(body, encoding, self.max_body)
+            # Before Triton sees it (and before a miss loads the model): the shapes must be
+            # ones the body fills.
+            check_inference_request(body, json_length)
+        except GatewayError as error:
+            self._answer_error(connection, endpoint, target, started, error, None)
+            return
+        headers = {"Content-Type": request_headers.get("content-type", "application/json")}
+        if json_length is not None:
+            headers[_JSON_LENGTH_HEADER] = json_length
         supervisor = self.supervisor
         model = endpoint.loaded.get(target)
         pool = supervisor.pool
@@ -149,14 +160,12 @@ class InvocationHandler:
                     model,
                     pool,
                     upstream,
-                    request.body,
+                    body,
                     headers,
                     started,
                 )
                 return
-        self.server.spawn(
-            self._slow(connection, endpoint, target, request.body, headers, started, True)
-        )
+        self.server.spawn(self._slow(connection, endpoint, target, body, headers, started, True))
 
     def _send(
         self,
@@ -376,7 +385,7 @@ class AdminApi:
             {
                 "triton": {
                     "pid": supervisor.pid,
-                    "http_url": f"http://{pool.host}:{pool.port}" if pool else None,
+                    "http_url": _upstream_url(pool),
                     "ready": supervisor.ready,
                     "generation": supervisor.generation,
                     "restarts": supervisor.restarts,
@@ -517,6 +526,13 @@ class AdminApi:
         )
 
 
+def _upstream_url(pool: UpstreamPool | None) -> str | None:
+    if pool is None:
+        return None
+    unix_path = getattr(pool, "unix_path", None)
+    return f"unix:{unix_path}" if unix_path else f"http://{pool.host}:{pool.port}"
+
+
 def map_error(exc: Exception) -> HttpResponse | None:
     if isinstance(exc, GatewayError):
         return error_response(exc)
@@ -526,9 +542,13 @@ def map_error(exc: Exception) -> HttpResponse | None:
 
 
 def require_token(token: str | None, handler: AsyncHandler) -> AsyncHandler:
-    """`handler`, answering 401 unless the request carries `Authorization: Bearer <token>`."""
+    """`handler`, answering 401 unless the request carries `Authorization: Bearer <token>`.
+
+    There is no open mode: every local process (model code included, were it not
+    sandboxed) could otherwise place models and switch what serves.
+    """
     if not token:
-        return handler
+        raise ValueError("the data plane's admin API needs an admin token")
     expected = f"Bearer {token}".encode()
 
     async def guarded(request: HttpRequest) -> HttpResponse:
@@ -552,15 +572,25 @@ def build_server(gateway: Gateway) -> HttpServer:
     """The HTTP server with every route of the gateway.
 
     Invocations, `/ping` and `/metrics` are open, as on a SageMaker container; the admin
-    routes ask for the admin token when the gateway has one.
+    routes always ask for the admin token (a gateway without one is refused here).
     """
     router = Router()
-    limit = gateway.settings.max_request_bytes
+    settings = gateway.settings
+    limit = settings.max_request_bytes
     server = HttpServer(
         router,
         max_body=limit,
         too_large=lambda length: error_response(_too_large(length, limit)),
         error_mapper=map_error,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        keep_alive_timeout=settings.keep_alive_timeout,
+        max_connections=settings.max_connections,
+        overloaded=lambda: error_response(
+            service_unavailable(
+                f"The gateway serves {settings.max_connections} connections at once; retry."
+            )
+        ),
     )
     router.add_direct("POST", "/endpoints/", "/invocations", InvocationHandler(gateway, server))
     admin = AdminApi(gateway)
@@ -606,4 +636,5 @@ async def serve(gateway: Gateway, host: str, port: int) -> None:
         await stop.wait()
     finally:
         listener.close()
+        server.close()
         await gateway.stop()

@@ -1,4 +1,5 @@
-"""The gateway's HTTP/1.1 server on the wire: bodies, framing errors and limits."""
+"""The gateway's HTTP/1.1 server on the wire: bodies, framing errors, limits, and the bounds
+on hostile clients (malformed heads, slow clients, idle connections, too many connections)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -34,18 +36,51 @@ def too_large(length: int | None) -> HttpResponse:
     return json_response({"ErrorCode": "PayloadTooLarge", "length": length}, 413)
 
 
-@pytest.fixture(scope="module")
-def port() -> Iterator[int]:
+async def big(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(200, b"z" * (1024 * 1024))
+
+
+def serve(**bounds) -> Iterator[tuple[int, HttpServer]]:
     router = Router()
     router.add("POST", "/echo", echo)
-    server = HttpServer(router, max_body=LIMIT, too_large=too_large, error_mapper=lambda e: None)
+    router.add("GET", "/big", big)
+    server = HttpServer(
+        router, max_body=LIMIT, too_large=too_large, error_mapper=lambda e: None, **bounds
+    )
     loop = asyncio.new_event_loop()
     listener = loop.run_until_complete(loop.create_server(server.protocol, "127.0.0.1", 0))
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    yield listener.sockets[0].getsockname()[1]
+    yield listener.sockets[0].getsockname()[1], server
+
+    async def shutdown() -> None:
+        server.close()
+        await asyncio.sleep(0.01)  # The sweeper's task sees its cancellation.
+
+    asyncio.run_coroutine_threadsafe(shutdown(), loop).result(5)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    for number, _ in serve():
+        yield number
+
+
+# Short bounds, so that slow clients are cut within a test's patience.
+TIMEOUT = 0.6
+MAX_CONNECTIONS = 4
+
+
+@pytest.fixture(scope="module")
+def bounded() -> Iterator[tuple[int, HttpServer]]:
+    yield from serve(
+        header_timeout=TIMEOUT,
+        body_timeout=TIMEOUT,
+        keep_alive_timeout=TIMEOUT,
+        max_connections=MAX_CONNECTIONS,
+    )
 
 
 def exchange(port: int, *pieces: bytes) -> bytes:
@@ -176,3 +211,134 @@ def test_a_body_in_too_many_chunks_is_refused(port):
         [(status, answer)] = answers(sock.recv(65536))
     assert status == 400
     assert f"more than {MAX_CHUNKS} chunks" in answer["Message"]
+
+
+@pytest.mark.parametrize(
+    ("head", "reason"),
+    [
+        # A bare LF would let a value carry a header line of its own past this server.
+        ("X-Note: one\nInference-Header-Content-Length: 0\r\n", "control character"),
+        ("X-Note: one\rX-Other: two\r\n", "control character"),
+        ("X-Note: nul\x00byte\r\n", "control character"),
+        ("X-No\x00te: value\r\n", "control character"),
+        ("X-Note : value\r\n", "bad header line"),
+        ("X-Note: value\r\n folded: continuation\r\n", "bad header line"),
+        ("X(Note): value\r\n", "bad header line"),
+        ("Content-Length: 2\r\nContent-Length: 2\r\n", "more than one content-length"),
+    ],
+)
+def test_a_malformed_header_is_refused_with_400(port, head, reason):
+    wire = f"POST /echo HTTP/1.1\r\nHost: x\r\n{head}\r\nok".encode("latin-1")
+    [(status, answer)] = answers(exchange(port, wire))
+    assert status == 400
+    assert reason in answer["Message"]
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    ["POST /echo", "POST  /echo HTTP/1.1", "POST /echo HTTP/2.0", "PO\tST /echo HTTP/1.1", ""],
+)
+def test_a_malformed_request_line_is_refused_with_400(port, request_line):
+    wire = f"{request_line}\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode()
+    [(status, answer)] = answers(exchange(port, wire))
+    assert status == 400
+
+
+def test_a_repeated_field_is_one_list_and_tabs_around_a_value_are_trimmed(port):
+    # RFC 9110 5.3 and 5.5: what a well-formed client may send is still served.
+    wire = post(b"ok", "X-Note: a\r\nX-Note: b\r\nContent-Length:\t2\t\r\n")
+    assert answers(exchange(port, wire)) == [(200, expected(b"ok"))]
+
+
+def read_all(sock: socket.socket) -> tuple[bytes, float]:
+    """Everything until the server closes; with when it closed (monotonic seconds)."""
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received, time.monotonic()
+
+
+def test_a_head_trickled_a_byte_at_a_time_is_cut_with_408(bounded):
+    port, _ = bounded
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        started = time.monotonic()
+        for byte in b"POST /echo HTTP/1.1\r\nHost: x\r\n":
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.05)
+        received, closed = read_all(sock)
+    # Cut within the timeout plus one sweep, though the client kept sending.
+    assert closed - started < TIMEOUT * 1.25 + 0.5
+    [(status, answer)] = answers(received)
+    assert status == 408
+    assert "head" in answer["Message"]
+
+
+def test_a_body_that_stops_arriving_is_cut_with_408(bounded):
+    port, _ = bounded
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(post(b"x" * 10, "Content-Length: 100\r\n"))
+        started = time.monotonic()
+        received, closed = read_all(sock)
+    assert closed - started < TIMEOUT * 1.25 + 0.5
+    [(status, answer)] = answers(received)
+    assert status == 408
+    assert "body" in answer["Message"]
+
+
+def test_idle_connections_are_closed(bounded):
+    port, _ = bounded
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as fresh:
+        started = time.monotonic()
+        assert read_all(fresh)[0] == b""  # Connected, never sent a byte.
+    assert time.monotonic() - started < TIMEOUT * 1.25 + 0.5
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as kept:
+        kept.sendall(post(b"ok", "Content-Length: 2\r\n"))
+        received = b""
+        while b"sha256" not in received:
+            received += kept.recv(65536)
+        answered = time.monotonic()
+        rest, closed = read_all(kept)  # Kept alive, then idle: closed without a word.
+    assert answers(received + rest) == [(200, expected(b"ok"))]
+    assert TIMEOUT * 0.9 < closed - answered < TIMEOUT * 1.25 + 0.5
+
+
+def test_connections_past_the_cap_are_answered_503_at_once(bounded):
+    port, server = bounded
+    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(4)]
+    try:
+        deadline = time.monotonic() + 2
+        while len(server.connections) < MAX_CONNECTIONS and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as extra:
+            started = time.monotonic()
+            received, closed = read_all(extra)
+        assert closed - started < 0.3
+        [(status, answer)] = answers(received)
+        assert status == 503
+    finally:
+        for sock in held:
+            sock.close()
+    # The held ones are gone: a new client is served again.
+    deadline = time.monotonic() + 2
+    while server.connections and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert answers(exchange(port, post(b"ok", "Content-Length: 2\r\n"))) == [(200, expected(b"ok"))]
+
+
+def test_a_client_that_does_not_read_its_answers_is_cut(bounded):
+    port, server = bounded
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        # Pipelined requests for 1 MiB answers, none of them read.
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * 64)
+        time.sleep(TIMEOUT * 1.25 + 0.8)
+        assert not server.connections  # Aborted, its queued answers dropped.
+    finally:
+        sock.close()

@@ -217,3 +217,40 @@ def test_gateway_reports_invocations_latencies_and_utilization() -> None:
     assert not math.isnan(
         float(re.search(r"berth_memory_utilization_percent\{[^}]*\} (\S+)", text).group(1))
     )
+
+
+def test_dropping_a_models_dimensions_forgets_all_its_series() -> None:
+    registry = MetricsRegistry()
+    dims = model_dimensions("prod", "a_1.tar.gz")
+    for name in ("Invocations", "ModelLatency", "ModelLoadingTime"):
+        registry.record(name, dims, 1.0, NOW)
+    registry.record("Invocations", EP, 1.0, NOW)
+    assert registry.drop(dims) == 3
+    assert len(registry) == 1
+    assert "a_1.tar.gz" not in registry.prometheus_text()
+
+
+def test_only_staged_packages_get_series_and_at_most_so_many(tmp_path) -> None:
+    from dataplane.gateway import Endpoint
+
+    registry = MetricsRegistry()
+    endpoint = Endpoint("prod", str(tmp_path), 10**9, max_model_series=3)
+    # Names clients made up (no such package) count at the endpoint only.
+    for i in range(2000):
+        for series in endpoint.invocation_series(registry, f"missing{i}_1.tar.gz"):
+            series.record(int(NOW // 60), 4, None, 0.0, 0.0)
+    assert len(registry) == 6  # One InvocationSeries: the endpoint's.
+    assert "missing" not in registry.prometheus_text()
+
+    for i in range(5):
+        endpoint.admit_model(registry, f"real{i}_1.tar.gz")
+        for series in endpoint.invocation_series(registry, f"real{i}_1.tar.gz"):
+            series.record(int(NOW // 60), 2, True, 100.0, 10.0)
+        registry.record("ModelLoadingTime", endpoint.model_dims(f"real{i}_1.tar.gz"), 5.0, NOW)
+    text = registry.prometheus_text()
+    # The two least recently used packages lost their series; the three others kept theirs.
+    assert "real0_1" not in text and "real1_1" not in text
+    assert all(f"real{i}_1" in text for i in (2, 3, 4))
+    assert len(registry) == 6 + 3 * 7
+    endpoint_invocations = registry.series("Invocations", EP)
+    assert endpoint_invocations.total_sum == 2005
