@@ -12,31 +12,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from django.conf import settings
 
-from .choices import TestKind, TestOutcome
-from .validation.testcases import DEFAULT_ATOL, DEFAULT_RTOL
+from toolkit.codec import TensorError, describe, numpy_dtype, tensor_from_spec
+from toolkit.comparison import compare_outputs
 
-NUMPY_TYPES: dict[str, Any] = {
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-    "BYTES": np.object_,
-}
-# How many values of a tensor a stored result keeps; enough to read, bounded in size.
-MAX_STORED_VALUES = 1024
+from .choices import TestKind, TestOutcome
 
 
 @dataclass
@@ -62,76 +45,6 @@ class TestRun:
         return not self.problems and all(r.outcome == TestOutcome.PASSED for r in self.results)
 
 
-def to_array(spec: dict) -> np.ndarray:
-    datatype = spec.get("datatype", "FP32")
-    data = spec["data"]
-    if datatype == "BYTES":
-        flat = np.array(
-            [
-                v.encode() if isinstance(v, str) else bytes(v)
-                for v in np.array(data, dtype=object).flatten()
-            ],
-            dtype=np.object_,
-        )
-        array = flat
-    else:
-        array = np.array(data, dtype=NUMPY_TYPES[datatype])
-    shape = spec.get("shape")
-    return array.reshape(shape) if shape is not None else array
-
-
-def describe(array: np.ndarray) -> dict:
-    flat = array.flatten()
-    values = flat[:MAX_STORED_VALUES]
-    if array.dtype == np.object_:
-        data = [v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in values]
-        datatype = "BYTES"
-    else:
-        data = values.tolist()
-        datatype = next(
-            (
-                k
-                for k, v in NUMPY_TYPES.items()
-                if v is not np.object_ and np.dtype(v) == array.dtype
-            ),
-            str(array.dtype),
-        )
-    out = {"datatype": datatype, "shape": list(array.shape), "data": data}
-    if flat.size > MAX_STORED_VALUES:
-        out["truncated"] = True
-    return out
-
-
-def compare(name: str, expected: dict, actual: np.ndarray) -> str | None:
-    """None when `actual` matches `expected` within its tolerance, else why not."""
-    shape = expected.get("shape")
-    if shape is not None and list(actual.shape) != list(shape):
-        return f"{name}: shape {list(actual.shape)}, expected {shape}."
-    want_flat = np.array(expected["data"], dtype=object).flatten()
-    got_flat = actual.flatten()
-    if want_flat.size != got_flat.size:
-        return f"{name}: {got_flat.size} values, expected {want_flat.size}."
-    if actual.dtype == np.object_ or any(isinstance(v, str) for v in want_flat):
-        got = [v.decode(errors="replace") if isinstance(v, bytes) else v for v in got_flat]
-        for index, (g, w) in enumerate(zip(got, want_flat, strict=True)):
-            if g != w:
-                return f"{name}[{index}]: got {g!r}, expected {w!r}."
-        return None
-    want = want_flat.astype(np.float64)
-    got = got_flat.astype(np.float64)
-    atol = float(expected.get("atol", DEFAULT_ATOL))
-    rtol = float(expected.get("rtol", DEFAULT_RTOL))
-    close = np.isclose(got, want, atol=atol, rtol=rtol, equal_nan=True)
-    if close.all():
-        return None
-    index = int(np.argmin(close))
-    diff = float(np.abs(got - want).max())
-    return (
-        f"{name}[{index}]: got {got[index]:.6g}, expected {want[index]:.6g} "
-        f"(largest difference {diff:.3g}; tolerance atol={atol:g} + rtol={rtol:g}·|expected|)."
-    )
-
-
 def smoke_inputs(model: dict) -> dict[str, np.ndarray]:
     """Zero inputs of the declared shapes: -1 dimensions become 1, and a batching model gets a
     batch of one."""
@@ -144,7 +57,7 @@ def smoke_inputs(model: dict) -> dict[str, np.ndarray]:
         if datatype == "BYTES":
             inputs[spec["name"]] = np.full(dims, b"", dtype=np.object_)
         else:
-            inputs[spec["name"]] = np.zeros(dims, dtype=NUMPY_TYPES.get(datatype, np.float32))
+            inputs[spec["name"]] = np.zeros(dims, dtype=numpy_dtype(datatype))
     return inputs
 
 
@@ -225,8 +138,8 @@ def _run_case(server, case: dict, names: dict, log, infer_error) -> CaseResult:
         expected=case["expected"],
     )
     try:
-        inputs = {tensor: to_array(spec) for tensor, spec in case["inputs"].items()}
-    except (ValueError, TypeError) as exc:
+        inputs = {tensor: tensor_from_spec(spec) for tensor, spec in case["inputs"].items()}
+    except (TensorError, ValueError, TypeError) as exc:
         result.outcome, result.message = TestOutcome.ERROR, f"Cannot build the inputs: {exc}"
         return result
     started = time.perf_counter()
@@ -241,14 +154,7 @@ def _run_case(server, case: dict, names: dict, log, infer_error) -> CaseResult:
         return result
     result.duration_ms = (time.perf_counter() - started) * 1000
     result.actual = {tensor: describe(np.asarray(value)) for tensor, value in outputs.items()}
-    failures = []
-    for tensor, spec in case["expected"].items():
-        if tensor not in outputs:
-            failures.append(f"{tensor}: not in the response.")
-            continue
-        why = compare(tensor, spec, np.asarray(outputs[tensor]))
-        if why:
-            failures.append(why)
+    failures = compare_outputs(case["expected"], outputs)
     if failures:
         result.outcome, result.message = TestOutcome.FAILED, " ".join(failures)
     log(f"Test {case['name']}: {result.outcome} in {result.duration_ms:.1f} ms.")

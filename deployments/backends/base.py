@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from toolkit.codec import TensorError, decode_response
+from toolkit.comparison import compare_outputs
 
 if TYPE_CHECKING:
     from deployments.models import Deployment, Endpoint
@@ -62,58 +63,6 @@ class EndpointBackend(ABC):
 # Smoke tests ---------------------------------------------------------------------------
 
 
-def kserve_request(test_case: dict[str, Any]) -> dict[str, Any]:
-    """The KServe v2 inference request for a test case (berth.yaml's shape)."""
-    inputs = []
-    for name, spec in (test_case.get("inputs") or {}).items():
-        data = spec.get("data", [])
-        shape = spec.get("shape") or list(np.asarray(data).shape)
-        inputs.append(
-            {
-                "name": name,
-                "datatype": spec.get("datatype", "FP32"),
-                "shape": list(shape),
-                "data": np.asarray(data).flatten().tolist(),
-            }
-        )
-    request: dict[str, Any] = {"inputs": inputs}
-    if test_case.get("expected"):
-        request["outputs"] = [{"name": name} for name in test_case["expected"]]
-    return request
-
-
-def compare_outputs(test_case: dict[str, Any], response: dict[str, Any]) -> list[str]:
-    """Differences between a KServe v2 response and a test case's expectations; empty when
-    the response matches within each output's tolerances."""
-    outputs = {item.get("name"): item for item in response.get("outputs") or []}
-    problems = []
-    for name, spec in (test_case.get("expected") or {}).items():
-        if name not in outputs:
-            problems.append(f"output {name} missing from the answer")
-            continue
-        actual = outputs[name].get("data", [])
-        expected = spec.get("data", []) if isinstance(spec, dict) else spec
-        if outputs[name].get("datatype") == "BYTES":
-            if list(np.asarray(actual).flatten()) != list(np.asarray(expected).flatten()):
-                problems.append(f"output {name} is {actual!r}, expected {expected!r}")
-            continue
-        actual_array = np.asarray(actual, dtype=np.float64).flatten()
-        expected_array = np.asarray(expected, dtype=np.float64).flatten()
-        if actual_array.shape != expected_array.shape:
-            problems.append(
-                f"output {name} has {actual_array.size} values, expected {expected_array.size}"
-            )
-            continue
-        atol = float(spec.get("atol", 1e-5)) if isinstance(spec, dict) else 1e-5
-        rtol = float(spec.get("rtol", 1e-4)) if isinstance(spec, dict) else 1e-4
-        if not np.allclose(actual_array, expected_array, atol=atol, rtol=rtol):
-            problems.append(
-                f"output {name} is {actual_array.round(6).tolist()}, expected "
-                f"{expected_array.round(6).tolist()} (atol {atol}, rtol {rtol})"
-            )
-    return problems
-
-
 def smoke_case(deployment: Deployment) -> dict[str, Any] | None:
     """The test case a deployment is smoke-tested with: the version's first that calls the
     entry model (the one clients invoke through the target model). Validation records the
@@ -138,7 +87,10 @@ def check_smoke_answer(
         raise DeploymentStepError(
             f"{target_model} answered something that is not KServe v2 JSON: {body[:200]!r}"
         ) from exc
-    problems = compare_outputs(case, answer)
+    try:
+        problems = compare_outputs(case.get("expected") or {}, decode_response(answer))
+    except TensorError as exc:
+        raise DeploymentStepError(f"{target_model} answered a malformed tensor: {exc}") from exc
     if problems:
         raise DeploymentStepError(
             f"Smoke test {case.get('name', 'case 1')!r} failed: " + "; ".join(problems)
