@@ -12,8 +12,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     BERTH_VAR_DIR=/var/lib/berth
 
 # libgomp1: onnxruntime's OpenMP; the Triton binary and its libraries come inside the wheel.
+# bubblewrap: the sandbox Triton (and so every model's code) runs in (toolkit/sandbox.py);
+# its setpriv and prlimit come with util-linux, already in the base image.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libgomp1 \
+    && apt-get install -y --no-install-recommends libgomp1 bubblewrap \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
@@ -23,6 +25,7 @@ COPY registry ./registry
 COPY deployments ./deployments
 COPY monitoring ./monitoring
 COPY dataplane ./dataplane
+COPY toolkit ./toolkit
 RUN pip install .
 # Templates, static files and manage.py live next to the packages, not inside them; the
 # code runs from /app (PYTHONPATH) so Django finds them.
@@ -32,8 +35,10 @@ COPY static ./static
 
 # Named volumes mounted here inherit this ownership, so the non-root user can write them.
 RUN useradd --create-home --uid 1000 berth \
-    && mkdir -p /var/lib/berth /var/lib/berth-dataplane \
-    && chown -R berth:berth /var/lib/berth /var/lib/berth-dataplane
+    && mkdir -p /var/lib/berth /var/lib/berth-dataplane /var/lib/berth-secrets \
+        /var/lib/berth-dataplane-token \
+    && chown -R berth:berth /var/lib/berth /var/lib/berth-dataplane /var/lib/berth-secrets \
+        /var/lib/berth-dataplane-token
 USER berth
 
 EXPOSE 8000 8081

@@ -8,7 +8,6 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psutil
 
@@ -23,6 +22,8 @@ from dataplane.tests.gateway_fixtures import (  # noqa: E402
     infer_body,
     python_package,
 )
+from dataplane.triton import STUB_NAME  # noqa: E402
+from toolkit.sandbox import SOCKET_DIR  # noqa: E402
 
 X = [1.0, 2.0, 3.0, 4.0]
 BODY = infer_body(X)
@@ -52,18 +53,42 @@ def gateway_target(gw: GatewayProcess, endpoint: str, package: str) -> Target:
     )
 
 
+def triton_http_socket(gw: GatewayProcess) -> str:
+    """The host-side path of the gateway's Triton's HTTP Unix socket.
+
+    Triton runs sandboxed with a network of its own, so its HTTP frontend listens on a Unix
+    socket in the sandbox's tmpfs; the gateway reports it (`unix:/proc/<pid>/root/...`) in
+    `/admin/status`. Where the status names no URL, the path is rebuilt from Triton's pid.
+    """
+    triton = gw.status()["triton"]
+    url = triton.get("http_url") or ""
+    if url.startswith("unix:"):
+        return url[len("unix:") :]
+    if url:
+        raise RuntimeError(f"Triton's HTTP frontend is not on a Unix socket: {url}")
+    pid = triton.get("pid")
+    if not pid:
+        raise RuntimeError("the gateway reports no Triton process")
+    return f"/proc/{pid}/root{SOCKET_DIR}/http.sock"
+
+
 def direct_target(gw: GatewayProcess, endpoint: str, package: str) -> Target:
-    """The same model straight on the gateway's Triton (its served name, its port)."""
+    """The same model straight on the gateway's Triton (its served name, its HTTP socket).
+
+    Direct Triton is reached over its Unix socket, the gateway over loopback TCP (and the
+    gateway itself reaches Triton over that same Unix socket): a client of direct Triton
+    saves the TCP hop's cost, which counts against the gateway in the ratios.
+    """
     models = gw.get(f"/admin/endpoints/{endpoint}/models")[1]["models"]
     served = next(m["served_model"] for m in models if m["target_model"] == package)
-    url = urlsplit(gw.status()["triton"]["http_url"])
     return Target(
         "direct",
-        url.hostname or "127.0.0.1",
-        url.port or 80,
+        "localhost",
+        80,
         f"/v2/models/{served}/infer",
         BODY,
         {"Content-Type": "application/json"},
+        unix_path=triton_http_socket(gw),
     )
 
 
@@ -94,9 +119,28 @@ class CpuShare:
         return f"CPU us/request: {text}  = {self.total(requests):.0f}"
 
 
+def _executable(proc: psutil.Process) -> str:
+    """The base name of what a process runs (its argv[0]; its short name when unreadable)."""
+    try:
+        cmdline = proc.cmdline()
+        if cmdline:
+            return Path(cmdline[0]).name
+        return proc.name()
+    except psutil.Error:
+        return ""
+
+
 class CpuMeter:
     """Reads the CPU time of the load generator (this process), the gateway, its Triton
-    and Triton's stub processes, so a run's cost per request can be split between them."""
+    and Triton's stub processes, so a run's cost per request can be split between them.
+
+    Triton runs in a sandbox: the gateway's child is bubblewrap, whose own child (the
+    sandbox's PID 1) starts `tritonserver`, which forks the Python-backend stubs. So the
+    processes are told apart by what they run, over the gateway's whole process tree: the
+    `tritonserver` processes and the sandbox processes above them count as Triton (bubblewrap
+    only waits), the stubs below them as stubs. The gateway's staging processes do not
+    serve requests and are left out.
+    """
 
     PARTS = ("loadgen", "gateway", "triton", "stubs")
 
@@ -104,18 +148,42 @@ class CpuMeter:
         assert gw.proc is not None
         self.gateway = psutil.Process(gw.proc.pid)
         self.me = psutil.Process()
+        if not self._processes()["triton"]:
+            # Fail here, not with a silent 0 us for Triton in every figure.
+            raise RuntimeError(f"no tritonserver process under the gateway (pid {gw.proc.pid})")
 
     def _processes(self) -> dict[str, list[psutil.Process]]:
         parts: dict[str, list[psutil.Process]] = {part: [] for part in self.PARTS}
         parts["loadgen"].append(self.me)
         parts["gateway"].append(self.gateway)
-        for child in self.gateway.children():
+        try:
+            tree = self.gateway.children(recursive=True)
+        except psutil.NoSuchProcess:
+            return parts
+        seen = {self.gateway.pid}
+        for proc in tree:
+            if proc.pid in seen or _executable(proc) != "tritonserver":
+                continue
+            wrappers = []
             try:
-                if "tritonserver" in child.name():
-                    parts["triton"].append(child)
-                    parts["stubs"].extend(child.children(recursive=True))
+                # bwrap and its PID 1 between the gateway and Triton.
+                for parent in proc.parents():
+                    if parent.pid == self.gateway.pid:
+                        break
+                    wrappers.append(parent)
+                below = proc.children(recursive=True)
             except psutil.NoSuchProcess:
                 continue
+            for each in (proc, *wrappers):
+                if each.pid not in seen:
+                    seen.add(each.pid)
+                    parts["triton"].append(each)
+            for child in below:
+                # Stubs by their executable; anything else Triton starts counts as Triton.
+                part = "stubs" if _executable(child).endswith(STUB_NAME) else "triton"
+                if child.pid not in seen:
+                    seen.add(child.pid)
+                    parts[part].append(child)
         return parts
 
     @staticmethod
@@ -147,4 +215,5 @@ __all__ = [
     "start_gateway",
     "gateway_target",
     "direct_target",
+    "triton_http_socket",
 ]

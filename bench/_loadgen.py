@@ -1,4 +1,4 @@
-"""Load generation on loopback for the data-plane benchmarks.
+"""Load generation on loopback (TCP or a Unix socket) for the data-plane benchmarks.
 
 The client is the gateway's own lean keep-alive HTTP/1.1 pool (`dataplane.upstream`) on
 uvloop, so the load generator costs little CPU next to what it measures; both the gateway
@@ -33,7 +33,11 @@ except ImportError:  # pragma: no cover - uvloop ships with the project on Linux
 
 @dataclass
 class Target:
-    """Where requests go: host, port, path, headers and the request body."""
+    """Where requests go: host and port (or a Unix socket), path, headers and the body.
+
+    With `unix_path` set, connections go to that Unix socket and `host`/`port` only fill the
+    Host header: how a sandboxed Triton is reached, its HTTP frontend having no TCP port.
+    """
 
     name: str
     host: str
@@ -41,6 +45,15 @@ class Target:
     path: str
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    unix_path: str | None = None
+
+    @property
+    def transport(self) -> str:
+        return "Unix socket" if self.unix_path else "loopback TCP"
+
+    def pool(self, max_idle: int = 64) -> UpstreamPool:
+        """A keep-alive connection pool to this target."""
+        return UpstreamPool(self.host, self.port, max_idle=max_idle, unix_path=self.unix_path)
 
 
 @dataclass
@@ -78,7 +91,7 @@ async def closed_loop(
 
     `on_measure` is called when the warm-up ends and measuring starts.
     """
-    pool = UpstreamPool(target.host, target.port, max_idle=concurrency + 4)
+    pool = target.pool(max_idle=concurrency + 4)
     latencies: list[float] = []
     errors = 0
     perf = time.perf_counter
@@ -113,7 +126,7 @@ async def closed_loop(
 
 
 async def one(target: Target, timeout: float = 300.0) -> tuple[int, bytes, float]:
-    pool = UpstreamPool(target.host, target.port)
+    pool = target.pool()
     t0 = time.perf_counter()
     response = await pool.request("POST", target.path, target.body, target.headers, timeout)
     pool.close()
@@ -133,7 +146,7 @@ async def open_loop(target: Target, rate: float, duration: float) -> Run:
     Latency counts from when each request is sent: the event loop's timers tick in
     milliseconds, and that lateness belongs to the generator, not to the server.
     """
-    pool = UpstreamPool(target.host, target.port, max_idle=256)
+    pool = target.pool(max_idle=256)
     latencies: list[float] = []
     errors = 0
     perf = time.perf_counter

@@ -6,8 +6,9 @@ The hot model gets a fixed request rate (open loop) for the same time with and w
 stream of loads of other models (one every `--every` seconds, through the admin API, as
 cold traffic would cause), in alternating rounds.
 
-The same is measured first on direct Triton (the hot model straight on Triton's port while
-the gateway loads the others), to show how much of the effect is Triton's own.
+The same is measured first on direct Triton (the hot model straight on Triton's HTTP Unix
+socket while the gateway loads the others), to show how much of the effect is Triton's own;
+the gateway is driven over loopback TCP.
 
 Goal (issue 3): hot p99 through the gateway with loads <= 1.25 x without.
 """
@@ -24,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._harness import (  # noqa: E402
+    GatewayProcess,
     direct_target,
     gateway_target,
     python_package,
@@ -34,16 +36,17 @@ from bench._loadgen import Target, one, open_loop, run  # noqa: E402
 
 
 async def with_loads(
-    hot: Target, gw_port: int, packages: list[str], rate: float, duration: float, every: float
+    hot: Target, gw: GatewayProcess, packages: list[str], rate: float, duration: float, every: float
 ) -> tuple[list[float], int]:
     loaded = 0
+    # The admin API always asks for the gateway's token.
+    auth = {"Authorization": f"Bearer {gw.admin_token}"}
 
     async def loader() -> None:
         nonlocal loaded
         for package in packages:
-            admin = Target(
-                "admin", "127.0.0.1", gw_port, f"/admin/endpoints/hot/models/{package}/load", b""
-            )
+            path = f"/admin/endpoints/hot/models/{package}/load"
+            admin = Target("admin", "127.0.0.1", gw.port, path, b"", auth)
             started = asyncio.get_running_loop().time()
             status, _, _ = await one(admin)
             loaded += status == 200
@@ -58,7 +61,7 @@ async def with_loads(
 
 
 def measure(
-    hot: Target, gw_port: int, others: list[str], args: argparse.Namespace
+    hot: Target, gw: GatewayProcess, others: list[str], args: argparse.Namespace
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """(quiet p50/p99 ms, busy p50/p99 ms, models loaded) over alternating rounds."""
     per_round = len(others) // args.rounds
@@ -69,9 +72,7 @@ def measure(
     for r in range(args.rounds):
         quiet += run(open_loop(hot, args.rate, args.duration)).latencies
         batch = others[r * per_round : (r + 1) * per_round]
-        latencies, loaded = run(
-            with_loads(hot, gw_port, batch, args.rate, args.duration, args.every)
-        )
+        latencies, loaded = run(with_loads(hot, gw, batch, args.rate, args.duration, args.every))
         busy += latencies
         total_loads += loaded
     return np.percentile(quiet, [50, 99]) * 1e3, np.percentile(busy, [50, 99]) * 1e3, total_loads
@@ -94,10 +95,15 @@ def main() -> int:
         warm(gw, "hot", hot_package)
         per_round = int(args.duration / args.every) + 1
         ratios = {}
-        # Triton's own sensitivity to loads first (the hot model straight on its port, the
+        direct = direct_target(gw, "hot", hot_package)
+        print(
+            f"direct Triton over its HTTP {direct.transport} ({direct.unix_path}); "
+            "the gateway over loopback TCP"
+        )
+        # Triton's own sensitivity to loads first (the hot model straight on its socket, the
         # loads through the gateway as before), then the same through the gateway.
         for name, hot in (
-            ("direct Triton", direct_target(gw, "hot", hot_package)),
+            ("direct Triton", direct),
             ("gateway", gateway_target(gw, "hot", hot_package)),
         ):
             others = [
@@ -106,7 +112,7 @@ def main() -> int:
                 )
                 for i in range(per_round * args.rounds)
             ]
-            q, b, loads = measure(hot, gw.port, others, args)
+            q, b, loads = measure(hot, gw, others, args)
             ratios[name] = b[1] / q[1]
             print(
                 f"{name}: hot model at {args.rate:.0f} req/s (open loop), {args.rounds} rounds "

@@ -5,6 +5,9 @@
 Goals (issue 3): gateway p50 <= 1.4x direct p50 (<= 0.3 ms added) and p99 <= 1.8x direct p99,
 at 1 and 8 requests in flight; max req/s with p99 <= 10 ms >= 0.7x direct Triton's.
 
+Direct Triton is reached over its HTTP Unix socket (it runs sandboxed, with no network), the
+gateway over loopback TCP; the gateway itself talks to Triton over that same Unix socket.
+
 Each figure comes with the CPU time per request of every process on the path (the load
 generator, the gateway, Triton, its Python-backend stubs): where the machine's cores are the
 limit, the ratio of the two totals bounds what the gateway's throughput can reach.
@@ -89,6 +92,11 @@ def main() -> int:
         print(
             f"model: python backend, OUTPUT = INPUT * 2, FP32 [1,4], JSON; {args.repeats} runs "
             f"of {args.duration:.0f}s each, interleaved"
+        )
+        print(
+            f"direct Triton over its HTTP {direct.transport} ({direct.unix_path}); the gateway "
+            f"over {gateway.transport}, itself reaching Triton over that {direct.transport}.\n"
+            "Direct saves the client's TCP hop; before the sandbox both went over TCP."
         )
         meter = CpuMeter(gw)
         for concurrency in (1, 8):

@@ -76,7 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin-token",
         default=os.environ.get("BERTH_DATAPLANE_ADMIN_TOKEN") or None,
         help="bearer token the admin API asks for (default: $BERTH_DATAPLANE_ADMIN_TOKEN); "
-        "required when --host is not a loopback address",
+        "this or --admin-token-file is required",
+    )
+    parser.add_argument(
+        "--admin-token-file",
+        type=Path,
+        default=os.environ.get("BERTH_DATAPLANE_ADMIN_TOKEN_FILE") or None,
+        help="file holding the admin token (default: $BERTH_DATAPLANE_ADMIN_TOKEN_FILE); "
+        "keeps the token out of process listings and environments",
     )
     parser.add_argument(
         "--staging-niceness",
@@ -100,6 +107,31 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+MIN_TOKEN_LENGTH = 16
+
+
+def admin_token(args: argparse.Namespace) -> str:
+    """The admin token from --admin-token or --admin-token-file; exits when there is none.
+
+    The admin API places models and switches what serves: it is never open, on loopback
+    either (every local process, a model's code included, can reach loopback).
+    """
+    token = args.admin_token or ""
+    if not token and args.admin_token_file is not None:
+        try:
+            token = args.admin_token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            sys.exit(f"cannot read the admin token file {args.admin_token_file}: {exc}")
+    if not token:
+        sys.exit(
+            "the data plane's admin API needs a token: set --admin-token-file (or "
+            "BERTH_DATAPLANE_ADMIN_TOKEN_FILE), or --admin-token (BERTH_DATAPLANE_ADMIN_TOKEN)"
+        )
+    if len(token) < MIN_TOKEN_LENGTH:
+        sys.exit(f"the admin token is too short: at least {MIN_TOKEN_LENGTH} characters")
+    return token
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -107,12 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.endpoint and args.store_root is None:
         sys.exit("--endpoint needs --store-root (each endpoint's store is <store-root>/NAME)")
-    if not args.admin_token and not is_loopback(args.host):
-        # The admin API places models and switches what serves: never open beyond this host.
-        sys.exit(
-            f"--host {args.host} is reachable from other machines: set --admin-token "
-            "(or BERTH_DATAPLANE_ADMIN_TOKEN) so the admin API is not open to them"
-        )
+    token = admin_token(args)
     from dataplane.gateway import Gateway, GatewaySettings
     from dataplane.server import serve
 
@@ -126,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         default_budget_bytes=args.default_budget,
         gpu=args.gpu,
         endpoints=args.endpoint,
-        admin_token=args.admin_token,
+        admin_token=token,
         staging_niceness=args.staging_niceness,
     )
     coroutine = serve(Gateway(settings), args.host, args.port)

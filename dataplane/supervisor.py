@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from tritonclient.grpc import aio as grpc_aio
 from tritonclient.utils import InferenceServerException
@@ -72,17 +71,20 @@ class TritonSupervisor:
         server = TritonServer(self.repository, log_path=self.log_path, gpu=self.gpu)
         await asyncio.to_thread(server.start, self.start_timeout)
         self._server = server
-        url = urlsplit(server.http_url if "://" in server.http_url else f"http://{server.http_url}")
         if self.pool is not None:
             self.pool.close()
-        self.pool = UpstreamPool(url.hostname or "127.0.0.1", url.port or 80)
+        # Triton runs sandboxed without a network: its frontends are Unix sockets.
+        self.pool = UpstreamPool("localhost", 80, unix_path=str(server.process.http_socket))
         if self.control is not None:
             await self.control.close()
         self.control = grpc_aio.InferenceServerClient(server.process.grpc_url)
         self.generation += 1
         self._ready.set()
         log.info(
-            "triton started (pid %s, %s), generation %d", server.pid, url.netloc, self.generation
+            "triton started (pid %s, %s), generation %d",
+            server.pid,
+            server.process.http_url,
+            self.generation,
         )
 
     async def stop(self) -> None:

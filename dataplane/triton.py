@@ -3,13 +3,16 @@
 Two layers:
 
 - `TritonProcess` owns the process: it finds the binary, assembles a backend folder with the
-  Python backend stub matching this interpreter, picks free ports on 127.0.0.1, sets the
-  environment (libraries, PYTHONPATH so models import this venv's numpy/onnxruntime), starts
-  Triton in its own process group, waits for health, and stops it without leaving stub
-  processes behind. It has no client logic, so an asyncio gateway can drive it with its
-  own HTTP client.
+  Python backend stub matching this interpreter, builds a clean environment (libraries,
+  PYTHONPATH limited to the standard library and this venv's site-packages so models import
+  numpy/onnxruntime), starts Triton inside the sandbox of `toolkit.sandbox` (model code is
+  user code: no network, no portal secret, a read-only view of little more than the model
+  repository, an unprivileged uid, rlimits), waits for health, and stops it without leaving
+  stub processes behind. Triton's HTTP, gRPC and metrics frontends listen on Unix sockets in
+  a runtime folder bound into the sandbox, since the sandbox has no network. It has no
+  client logic, so an asyncio gateway can drive it with its own HTTP client.
 - `TritonServer` adds a small synchronous KServe v2 HTTP client (load, unload, infer,
-  metadata) for the registry's test step and for tests.
+  metadata), over that Unix socket, for the registry's test step and for tests.
 
 Triton's HTTP/REST API: https://github.com/triton-inference-server/server/blob/main/docs/protocol/
 """
@@ -18,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import json
+import logging
 import os
 import re
 import secrets
@@ -31,8 +36,6 @@ import sysconfig
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,21 @@ from typing import Any
 
 import numpy as np
 import psutil
+
+from toolkit.codec import decode_response, encode_request
+from toolkit.sandbox import (
+    SOCKET_DIR,
+    UNSAFE_OPT_OUT,
+    Sandbox,
+    SandboxError,
+    SandboxPolicy,
+    bind_sources,
+    clean_environment,
+    python_paths,
+    sandbox_disabled,
+)
+
+log = logging.getLogger(__name__)
 
 STUB_NAME = "triton_python_backend_stub"
 # Triton's glog-style error lines: "E1123 18:34:50.209927 32211 file.cc:123] message".
@@ -53,23 +71,6 @@ DEFAULT_LOAD_TIMEOUT = 180.0
 # wait on the memory-map lock). At 4: 235 threads, 3 GB, 2 to 4 ms. An instance still runs
 # four BLS calls at once; BERTH_TRITON_PYTHON_THREADS raises it for models that need more.
 DEFAULT_PYTHON_BACKEND_THREADS = 4
-
-TRITON_TO_NUMPY: dict[str, Any] = {
-    "BOOL": np.bool_,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-    "BYTES": np.object_,
-}
-NUMPY_TO_TRITON: dict[Any, str] = {np.dtype(v): k for k, v in TRITON_TO_NUMPY.items()}
 
 
 class TritonError(RuntimeError):
@@ -172,6 +173,7 @@ def prepare_backend_directory(state_dir: Path | None = None) -> Path:
     root = (state_dir or default_state_dir()) / f"backends-py{python_version_tag()}"
     final = root / key.hexdigest()[:16]
     if (final / "python" / STUB_NAME).is_file():
+        _readable_by_all(final)
         return final
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
@@ -181,6 +183,8 @@ def prepare_backend_directory(state_dir: Path | None = None) -> Path:
             shutil.copy2(path, staging / "python" / path.name)
         shutil.copy2(stub_src, staging / "python" / STUB_NAME)
         os.chmod(staging / "python" / STUB_NAME, 0o755)
+        # mkdtemp made it 0700: the sandbox's unprivileged uid must read it.
+        os.chmod(staging, 0o755)
         try:
             os.rename(staging, final)
         except OSError:
@@ -190,6 +194,14 @@ def prepare_backend_directory(state_dir: Path | None = None) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+def _readable_by_all(folder: Path) -> None:
+    """Folders built before the sandbox existed were 0700; open them if they are ours."""
+    with contextlib.suppress(OSError):
+        st = folder.stat()
+        if st.st_uid == os.geteuid() and st.st_mode & 0o005 != 0o005:
+            os.chmod(folder, 0o755)
 
 
 def check_model_environment() -> None:
@@ -220,12 +232,10 @@ def python_backend_threads() -> int:
 
 
 def python_path_for_models() -> str:
-    """PYTHONPATH for Python-backend models: this interpreter's import path."""
-    entries = []
-    for entry in sys.path:
-        if entry and os.path.isdir(entry) and entry not in entries:
-            entries.append(os.path.abspath(entry))
-    return os.pathsep.join(entries)
+    """PYTHONPATH for Python-backend models: the standard library and this venv's
+    site-packages. Not the rest of `sys.path`: the project folder holds the settings and,
+    on SQLite, the database."""
+    return os.pathsep.join(python_paths())
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -269,12 +279,56 @@ def _die_with_parent():
     return arm
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a Unix socket: how this process talks to a sandboxed Triton."""
+
+    def __init__(self, path: str | Path, timeout: float = 60.0) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = str(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def unix_request(
+    path: str | Path,
+    method: str,
+    target: str,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+) -> tuple[int, bytes]:
+    """One HTTP request over the Unix socket at `path`: (status, body). Raises OSError."""
+    conn = UnixHTTPConnection(path, timeout=timeout)
+    try:
+        conn.request(method, target, body=body, headers=dict(headers or {}))
+        response = conn.getresponse()
+        return response.status, response.read()
+    except http.client.HTTPException as exc:
+        raise ConnectionError(f"bad answer from Triton: {exc!r}") from exc
+    finally:
+        conn.close()
+
+
 class TritonProcess:
-    """A tritonserver process in explicit model-control mode bound to 127.0.0.1.
+    """A tritonserver process in explicit model-control mode, sandboxed, on Unix sockets.
 
     `launch()` starts it and returns at once; `wait_ready()` waits for the HTTP health check;
-    `stop()` ends the whole process group. Ports are picked when launching, so a relaunch
-    after a crash gets fresh ones.
+    `stop()` ends it and every stub it started. The sockets live in the sandbox's own tmpfs;
+    this process reaches them through `/proc/<tritonserver pid>/root`, so each launch has
+    its own and nothing of the host is writable from inside. (Unsandboxed, they live in a
+    fresh private folder.)
+
+    `sandbox=None` follows the environment: sandboxed unless the unsafe opt-out
+    (`BERTH_UNSAFE_RUN_MODELS_UNSANDBOXED=1`) is set; without bubblewrap, launching fails
+    with a `TritonStartError` naming the package to install.
     """
 
     def __init__(
@@ -284,40 +338,72 @@ class TritonProcess:
         log_path: Path | None = None,
         gpu: bool = False,
         state_dir: Path | None = None,
-        host: str = "127.0.0.1",
         extra_args: Sequence[str] = (),
         log_verbose: int = 0,
+        sandbox: bool | None = None,
+        policy: SandboxPolicy | None = None,
     ) -> None:
         self.repository = Path(repository).resolve()
         self.gpu = gpu
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
-        self.host = host
         self.extra_args = list(extra_args)
         self.log_verbose = log_verbose
+        self.sandboxed = not sandbox_disabled() if sandbox is None else sandbox
+        self.policy = policy
         self._log_path = Path(log_path) if log_path else None
         self._owned_log_dir: Path | None = None
         self._popen: subprocess.Popen[bytes] | None = None
+        self._triton_pid: int | None = None
         self._log_file: Any = None
         self._log_offset = 0
-        self.http_port = 0
-        self.grpc_port = 0
-        self.metrics_port = 0
+        self.runtime_dir: Path | None = None
         self.shm_prefix = ""
         self.started_at: float | None = None
 
     # -- addresses ------------------------------------------------------------------------------
 
     @property
+    def _socket_dir_inside(self) -> str:
+        """The sockets' folder as Triton sees it."""
+        if self.sandboxed:
+            return SOCKET_DIR
+        if self.runtime_dir is None:
+            raise TritonError("tritonserver has not been launched")
+        return str(self.runtime_dir)
+
+    def _socket(self, name: str) -> Path:
+        if not self.sandboxed:
+            return Path(self._socket_dir_inside) / name
+        if self._triton_pid is None:
+            raise TritonError("tritonserver is not running")
+        return Path(f"/proc/{self._triton_pid}/root{SOCKET_DIR}") / name
+
+    @property
+    def http_socket(self) -> Path:
+        return self._socket("http.sock")
+
+    @property
+    def grpc_socket(self) -> Path:
+        # Triton appends ":<grpc-port>" to a Unix gRPC address; port 0 it is.
+        return self._socket("grpc.sock:0")
+
+    @property
+    def metrics_socket(self) -> Path:
+        return self._socket("metrics.sock")
+
+    @property
     def http_url(self) -> str:
-        return f"http://{self.host}:{self.http_port}"
+        """Where Triton's HTTP frontend listens, as `unix:<path>`."""
+        return f"unix:{self.http_socket}"
 
     @property
     def grpc_url(self) -> str:
-        return f"{self.host}:{self.grpc_port}"
+        """The gRPC target (`unix:<path>`), as grpc and tritonclient.grpc accept it."""
+        return f"unix:{self.grpc_socket}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{self.host}:{self.metrics_port}/metrics"
+        return f"unix:{self.metrics_socket}"
 
     @property
     def log_path(self) -> Path:
@@ -328,6 +414,10 @@ class TritonProcess:
 
     @property
     def pid(self) -> int | None:
+        """The tritonserver process (inside the sandbox, its host pid); its stubs are its
+        children. Before Triton has started inside the sandbox: the launcher's pid."""
+        if self._triton_pid is not None:
+            return self._triton_pid
         return self._popen.pid if self._popen else None
 
     @property
@@ -341,20 +431,20 @@ class TritonProcess:
     # -- launching ------------------------------------------------------------------------------
 
     def command(self) -> list[str]:
-        """The tritonserver command line for the current ports."""
+        """The tritonserver command line (unsandboxed: `launch` wraps it)."""
         backends = prepare_backend_directory(self.state_dir)
         args = [
             str(tritonserver_binary()),
             f"--model-repository={self.repository}",
             "--model-control-mode=explicit",
             f"--backend-directory={backends}",
-            f"--http-address={self.host}",
-            f"--http-port={self.http_port}",
-            f"--grpc-address={self.host}",
-            f"--grpc-port={self.grpc_port}",
+            # Unix sockets: the sandbox has no network to listen on, and nothing but the
+            # launching process (which created the runtime folder) can reach them.
+            f"--http-address=unix:{self._socket_dir_inside}/http.sock",
+            f"--grpc-address=unix:{self._socket_dir_inside}/grpc.sock",
+            "--grpc-port=0",
             "--allow-metrics=true",
-            f"--metrics-address={self.host}",
-            f"--metrics-port={self.metrics_port}",
+            f"--metrics-address=unix:{self._socket_dir_inside}/metrics.sock",
             f"--allow-gpu-metrics={'true' if self.gpu else 'false'}",
             "--allow-sagemaker=false",
             "--allow-vertex-ai=false",
@@ -376,19 +466,28 @@ class TritonProcess:
         return args + self.extra_args
 
     def environment(self) -> dict[str, str]:
-        """The environment tritonserver (and so every stub) runs with."""
-        env = dict(os.environ)
+        """The environment tritonserver (and so every stub) runs with: built from scratch,
+        so no secret of the launching process (database URL, Django secret key, AWS
+        credentials, the admin token) reaches model code."""
         libs = [str(p) for p in library_dirs()]
-        if env.get("LD_LIBRARY_PATH"):
-            libs.append(env["LD_LIBRARY_PATH"])
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
-        model_path = python_path_for_models()
-        if env.get("PYTHONPATH"):
-            model_path = os.pathsep.join([model_path, env["PYTHONPATH"]])
-        env["PYTHONPATH"] = model_path
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        # Model code must not write .pyc files into the (read-mostly) model repository.
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        if os.environ.get("LD_LIBRARY_PATH"):
+            libs.append(os.environ["LD_LIBRARY_PATH"])
+        env = clean_environment(
+            {
+                "LD_LIBRARY_PATH": os.pathsep.join(libs),
+                "PYTHONPATH": python_path_for_models(),
+                # The stub finds its Python home through the first `python` on PATH: this
+                # venv's, so it runs this interpreter's standard library and not /usr's.
+                "PATH": os.pathsep.join(
+                    [str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]
+                ),
+                "HOME": "/tmp",
+                "TMPDIR": "/tmp",
+                "LANG": "C.UTF-8",
+                # Model code must not write .pyc files into the (read-only) model repository.
+                "PYTHONDONTWRITEBYTECODE": "1",
+            }
+        )
         # Every Python-backend instance is a process of its own: numpy's OpenBLAS would start
         # a thread per core in each, which slows every load (a third of a stub's start-up)
         # and oversubscribes the CPU. One thread each unless the operator says otherwise.
@@ -397,32 +496,99 @@ class TritonProcess:
             env["CUDA_VISIBLE_DEVICES"] = ""
         return env
 
+    def sandbox(self) -> Sandbox:
+        """What the sandbox lets Triton see: the Python installation, the venv, the Triton
+        distribution and backend folder, the model repository (all read-only) and the
+        runtime folder for its sockets (writable)."""
+        dist = tritonserver_dist()
+        read_only = bind_sources(
+            [
+                sys.base_prefix,
+                sys.prefix,
+                dist,
+                *library_dirs(),
+                *os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep),
+                prepare_backend_directory(self.state_dir),
+                self.repository,
+            ]
+        )
+        return Sandbox(
+            read_only=read_only,
+            env=self.environment(),
+            gpu=self.gpu,
+            policy=self.policy or SandboxPolicy.from_environ(),
+        )
+
+    def full_command(self) -> list[str]:
+        """The command that runs: tritonserver wrapped in the sandbox (unless opted out)."""
+        command = self.command()
+        if not self.sandboxed:
+            return command
+        try:
+            return self.sandbox().wrap(command)
+        except SandboxError as exc:
+            raise TritonStartError(
+                f"cannot run model code sandboxed: {exc}. (Development only: set "
+                f"{UNSAFE_OPT_OUT}=1 to run it unconfined.)"
+            ) from exc
+
+    def _prepare_runtime_dir(self) -> None:
+        self._remove_runtime_dir()
+        self.runtime_dir = None
+        if not self.sandboxed:
+            # 0700: other local users cannot reach the sockets.
+            self.runtime_dir = Path(tempfile.mkdtemp(prefix="berth-triton-"))
+        elif os.geteuid() == 0:
+            # Triton runs as the sandbox's unprivileged uid: it must read the repository.
+            _readable_by_all(self.repository)
+
+    def _remove_runtime_dir(self) -> None:
+        if self.runtime_dir is not None:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+    def _rotate_log(self) -> None:
+        """Keep the log under half the sandbox's file-size limit: Triton writes it (through
+        its stdout) under that limit and would be killed by SIGXFSZ past it."""
+        limit = (self.policy or SandboxPolicy.from_environ()).max_file_bytes // 2
+        with contextlib.suppress(OSError):
+            if self.log_path.stat().st_size > limit:
+                os.replace(self.log_path, self.log_path.with_name(self.log_path.name + ".1"))
+
     def launch(self) -> None:
-        """Start tritonserver on fresh free ports; returns without waiting for readiness."""
+        """Start tritonserver; returns without waiting for readiness."""
         if self.alive:
             raise TritonError("tritonserver is already running")
         check_model_environment()
         if not self.repository.is_dir():
             # Triton would keep running without a repository and never become live.
             raise TritonStartError(f"model repository {self.repository} is not a folder")
-        self.http_port = free_port(self.host)
-        self.grpc_port = free_port(self.host)
-        self.metrics_port = free_port(self.host)
-        while len({self.http_port, self.grpc_port, self.metrics_port}) < 3:
-            self.metrics_port = free_port(self.host)
+        if not self.sandboxed:
+            log.warning(
+                "model code runs UNSANDBOXED (%s or sandbox=False): it can read and write "
+                "whatever this user can",
+                UNSAFE_OPT_OUT,
+            )
+        self._prepare_runtime_dir()
         self.shm_prefix = f"berth{os.getpid()}_{secrets.token_hex(4)}_"
+        self._triton_pid = None
+        try:
+            command = self.full_command()
+        except BaseException:
+            self._remove_runtime_dir()
+            raise
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._rotate_log()
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self._log_offset = self._log_file.tell()
         try:
             self._popen = subprocess.Popen(
-                self.command(),
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=self._log_file,
                 stderr=subprocess.STDOUT,
                 env=self.environment(),
                 cwd=str(self.log_path.parent),
-                # Own process group: stop() can signal Triton and every stub it started at once.
+                # Own process group: stop() can signal the sandbox and everything in it at once.
                 start_new_session=True,
                 preexec_fn=_die_with_parent() if sys.platform == "linux" else None,
             )
@@ -431,6 +597,23 @@ class TritonProcess:
             self._log_file = None
             raise TritonStartError(f"cannot start tritonserver: {exc}") from exc
         self.started_at = time.monotonic()
+
+    def _find_triton(self) -> int | None:
+        """The tritonserver process under bwrap (bwrap, its PID-1 reaper, then Triton)."""
+        if self._popen is None:
+            return None
+        if not self.sandboxed:
+            return self._popen.pid
+        binary = str(tritonserver_binary())
+        try:
+            for child in psutil.Process(self._popen.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    cmdline = child.cmdline()
+                    if cmdline and cmdline[0] == binary:
+                        return child.pid
+        except psutil.Error:
+            return None
+        return None
 
     def log_tail(self, max_bytes: int = 8000) -> str:
         """The end of this run's log (earlier runs appended to the same file are skipped)."""
@@ -458,11 +641,17 @@ class TritonProcess:
         return "\n".join(lines[:max_lines]) or self.log_tail(2000)
 
     def health_live(self, timeout: float = 2.0) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.http_url}/v2/health/live", timeout=timeout) as r:
-                return r.status == 200
-        except (OSError, urllib.error.URLError):
+        if self.sandboxed and self._triton_pid is None:
+            self._triton_pid = self._find_triton()
+            if self._triton_pid is None:
+                return False
+        if not self.http_socket.exists():
             return False
+        try:
+            status, _ = unix_request(self.http_socket, "GET", "/v2/health/live", timeout=timeout)
+        except OSError:
+            return False
+        return status == 200
 
     def wait_ready(self, timeout: float = DEFAULT_START_TIMEOUT) -> None:
         """Wait until Triton answers its health check, or raise `TritonStartError`."""
@@ -475,33 +664,35 @@ class TritonProcess:
                 )
             if self.health_live(timeout=1.0):
                 return
-            time.sleep(0.1)
+            time.sleep(0.05)
         raise TritonStartError(
             f"tritonserver not ready after {timeout:.0f} s", self.startup_problems()
         )
 
-    def start(self, timeout: float = DEFAULT_START_TIMEOUT, attempts: int = 3) -> None:
-        """Launch and wait for readiness, retrying with new ports if one was taken meanwhile."""
-        for attempt in range(attempts):
-            self.launch()
-            try:
-                self.wait_ready(timeout)
-                return
-            except TritonStartError as exc:
-                self.stop()
-                port_clash = "already in use" in exc.log_tail.lower()
-                if not port_clash or attempt == attempts - 1:
-                    raise
+    def start(self, timeout: float = DEFAULT_START_TIMEOUT) -> None:
+        """Launch and wait for readiness; on failure nothing is left running."""
+        self.launch()
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self, timeout: float = 15.0) -> int | None:
-        """Stop Triton (graceful first), then make sure no process of its group survives."""
+        """Stop Triton (graceful first), then make sure no process of it survives.
+
+        In the sandbox, SIGTERM goes to tritonserver itself (bwrap does not forward signals);
+        once it exits, bwrap's PID-1 reaper exits and the kernel kills whatever else is left
+        in the PID namespace. The final SIGKILL of the process group covers the rest.
+        """
         popen = self._popen
         if popen is None:
             return None
         pgid = popen.pid
         if popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                popen.send_signal(signal.SIGTERM)
+            target = self._triton_pid or self._find_triton() or popen.pid
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(target, signal.SIGTERM)
             try:
                 popen.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -512,13 +703,15 @@ class TritonProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
         self._remove_shared_memory()
+        self._remove_runtime_dir()
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
         return popen.returncode
 
     def _remove_shared_memory(self) -> None:
-        if not self.shm_prefix:
+        # A sandboxed server's /dev/shm is its own tmpfs, gone with its last process.
+        if not self.shm_prefix or self.sandboxed:
             return
         shm = Path("/dev/shm")
         if shm.is_dir():
@@ -579,41 +772,7 @@ def _stub_model(cmdline: list[str], repository: Path) -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# KServe v2 JSON encoding, shared by the sync client below and by other clients
-
-
-def encode_infer_request(
-    inputs: Mapping[str, np.ndarray], outputs: Iterable[str] | None = None
-) -> dict[str, Any]:
-    """A KServe v2 JSON inference request for numpy inputs."""
-    body: dict[str, Any] = {"inputs": []}
-    for name, value in inputs.items():
-        array = np.asarray(value)
-        if array.dtype.kind in ("U", "S", "O"):
-            datatype = "BYTES"
-            data = [v.decode() if isinstance(v, bytes) else str(v) for v in array.ravel()]
-        else:
-            datatype = NUMPY_TO_TRITON.get(array.dtype)
-            if datatype is None:
-                raise TypeError(f"input {name}: unsupported dtype {array.dtype}")
-            data = array.ravel().tolist()
-        body["inputs"].append(
-            {"name": name, "shape": list(array.shape), "datatype": datatype, "data": data}
-        )
-    if outputs is not None:
-        body["outputs"] = [{"name": name} for name in outputs]
-    return body
-
-
-def decode_infer_response(payload: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """numpy arrays from a KServe v2 JSON inference response."""
-    result = {}
-    for output in payload.get("outputs", []):
-        dtype = TRITON_TO_NUMPY.get(output["datatype"], np.object_)
-        data = output.get("data", [])
-        array = np.array(data, dtype=dtype) if dtype is not np.object_ else np.array(data, object)
-        result[output["name"]] = array.reshape(output["shape"])
-    return result
+# Triton's error answers (requests and answers go through toolkit.codec)
 
 
 def triton_error_message(body: bytes) -> str:
@@ -649,8 +808,17 @@ class TritonServer:
         log_path: Path | None = None,
         gpu: bool = False,
         state_dir: Path | None = None,
+        sandbox: bool | None = None,
+        policy: SandboxPolicy | None = None,
     ) -> None:
-        self.process = TritonProcess(repository, log_path=log_path, gpu=gpu, state_dir=state_dir)
+        self.process = TritonProcess(
+            repository,
+            log_path=log_path,
+            gpu=gpu,
+            state_dir=state_dir,
+            sandbox=sandbox,
+            policy=policy,
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -703,17 +871,8 @@ class TritonServer:
         self, method: str, path: str, body: Any = None, timeout: float = 60.0
     ) -> tuple[int, bytes]:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            f"{self.http_url}{path}",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"} if data is not None else {},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        return unix_request(self.process.http_socket, method, path, data, headers, timeout)
 
     def _json(self, method: str, path: str, body: Any = None, timeout: float = 60.0) -> Any:
         status, payload = self._request(method, path, body, timeout)
@@ -810,16 +969,18 @@ class TritonServer:
         timeout: float = 60.0,
     ) -> dict[str, np.ndarray]:
         """Run one inference request; raise `TritonInferError` with Triton's message."""
-        body = encode_infer_request(inputs, outputs)
+        body = encode_request(inputs, outputs)
         try:
             status, payload = self._request("POST", f"/v2/models/{name}/infer", body, timeout)
         except (TimeoutError, OSError) as exc:
             raise TritonInferError(name, f"no answer from Triton: {exc}") from exc
         if status >= 400:
             raise TritonInferError(name, triton_error_message(payload), status)
-        return decode_infer_response(json.loads(payload))
+        return decode_response(json.loads(payload))
 
     def metrics_text(self) -> str:
         """Triton's Prometheus metrics text."""
-        with urllib.request.urlopen(self.metrics_url, timeout=5.0) as response:
-            return response.read().decode()
+        status, body = unix_request(self.process.metrics_socket, "GET", "/metrics", timeout=5.0)
+        if status != 200:
+            raise TritonError(f"GET /metrics: HTTP {status}")
+        return body.decode()

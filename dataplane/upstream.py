@@ -175,9 +175,13 @@ class _Connection(asyncio.Protocol):
 class UpstreamPool:
     """Keep-alive connections to one host:port, reused last-in first-out."""
 
-    def __init__(self, host: str, port: int, *, max_idle: int = 64) -> None:
+    def __init__(
+        self, host: str, port: int, *, max_idle: int = 64, unix_path: str | None = None
+    ) -> None:
         self.host = host
         self.port = port
+        # Set for a sandboxed Triton, which listens on a Unix socket (host names the Host header).
+        self.unix_path = unix_path
         self.max_idle = max_idle
         self._idle: deque[_Connection] = deque()
         self._host_header = f"Host: {host}:{port}\r\n".encode()
@@ -186,7 +190,10 @@ class UpstreamPool:
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await loop.create_connection(_Connection, self.host, self.port)
+            if self.unix_path is not None:
+                _, conn = await loop.create_unix_connection(_Connection, self.unix_path)
+            else:
+                _, conn = await loop.create_connection(_Connection, self.host, self.port)
         except OSError as exc:
             raise UpstreamError(f"cannot connect to Triton: {exc}", sent=False) from exc
         return conn

@@ -31,6 +31,11 @@ from dataplane.triton import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_HEADER = "X-Amzn-SageMaker-Target-Model"
+# The admin token of the tests' gateways; the portal's settings default to the same one
+# under pytest (portal/settings/dataplane.py), so its clients are let in.
+TEST_ADMIN_TOKEN = (
+    os.environ.get("BERTH_DATAPLANE_ADMIN_TOKEN") or "berth-test-dataplane-admin-token"
+)
 
 
 def publish(store: Path, package: str, repository: Path, *, sidecar: bool = True) -> Path:
@@ -99,6 +104,10 @@ class GatewayProcess:
         self.endpoints = endpoints
         self.extra_args = extra_args or []
         self.env = env or {}
+        # The admin API always asks for a token; `--admin-token` in extra_args overrides it.
+        self.admin_token = TEST_ADMIN_TOKEN
+        if "--admin-token" in self.extra_args:
+            self.admin_token = self.extra_args[self.extra_args.index("--admin-token") + 1]
         self.log_path = self.root / "gateway.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -120,6 +129,11 @@ class GatewayProcess:
             "--state-dir",
             str(self.state_dir),
             *[arg for ep in self.endpoints for arg in ("--endpoint", ep)],
+            *(
+                ["--admin-token", self.admin_token]
+                if "--admin-token" not in self.extra_args
+                else []
+            ),
             *self.extra_args,
         ]
         env = {**os.environ, **self.env}
@@ -182,10 +196,18 @@ class GatewayProcess:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
         timeout: float = 300.0,
+        *,
+        authorize: bool | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
-        request = urllib.request.Request(
-            self.url + path, data=body, method=method, headers=headers or {}
-        )
+        """One request; admin paths carry the admin token unless `headers` is given or
+        `authorize` is False (tests of the 401 answer)."""
+        headers = dict(headers) if headers is not None else None
+        if authorize is None:
+            authorize = headers is None and path.startswith("/admin/")
+        headers = headers or {}
+        if authorize:
+            headers["Authorization"] = f"Bearer {self.admin_token}"
+        request = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, dict(response.headers), response.read()
@@ -201,7 +223,11 @@ class GatewayProcess:
 
     def send_json(self, method: str, path: str, data: Any) -> tuple[int, Any]:
         status, _, body = self.request(
-            method, path, json.dumps(data).encode(), {"Content-Type": "application/json"}
+            method,
+            path,
+            json.dumps(data).encode(),
+            {"Content-Type": "application/json"},
+            authorize=path.startswith("/admin/"),
         )
         return status, json.loads(body)
 

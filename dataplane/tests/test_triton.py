@@ -237,7 +237,9 @@ def test_stop_after_a_crash_leaves_no_process_or_shared_memory(tmp_path: Path) -
         pids = [p.pid for p in psutil.Process(server.pid).children(recursive=True)]
         assert pids
         prefix = server.process.shm_prefix
-        assert glob.glob(f"/dev/shm/{prefix}*")
+        # A sandboxed server's /dev/shm is its own tmpfs, seen here through its /proc root.
+        shm = f"/proc/{server.pid}/root/dev/shm" if server.process.sandboxed else "/dev/shm"
+        assert glob.glob(f"{shm}/{prefix}*")
         # tritonserver dies without cleaning up: its stubs are orphaned until stop().
         os.kill(server.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10

@@ -49,7 +49,7 @@ def total(series) -> float:
 
 
 def test_endpoint_and_per_model_series(gateway):
-    source = LocalDataPlaneSource(gateway.url)
+    source = LocalDataPlaneSource(gateway.url, token=gateway.admin_token)
     start, end = window()
     (
         invocations,
@@ -90,7 +90,7 @@ def test_endpoint_and_per_model_series(gateway):
 
 def test_unknown_endpoint_is_a_source_error(gateway):
     with pytest.raises(MetricSourceError, match="EndpointNotFound"):
-        LocalDataPlaneSource(gateway.url).target_models(endpoint="nope")
+        LocalDataPlaneSource(gateway.url, token=gateway.admin_token).target_models(endpoint="nope")
 
 
 @pytest.fixture

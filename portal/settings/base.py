@@ -1,16 +1,29 @@
 """Core Django settings."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import plotly
+from django.core.exceptions import ImproperlyConfigured
 
-from .env import BASE_DIR, env_bool, env_list, env_str, var_dir
+from .env import BASE_DIR, env_bool, env_int, env_list, env_str, var_dir
 
 # plotly.js ships inside the plotly package; the portal serves it from there.
 PLOTLY_JS_DIR = Path(plotly.__file__).parent / "package_data"
 
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", "berth-insecure-development-key-change-me")
+DEVELOPMENT_SECRET_KEY = "berth-insecure-development-key-change-me"
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "") or (
+    Path(env_str("DJANGO_SECRET_KEY_FILE")).read_text(encoding="utf-8").strip()
+    if env_str("DJANGO_SECRET_KEY_FILE")
+    else DEVELOPMENT_SECRET_KEY
+)
 DEBUG = env_bool("DJANGO_DEBUG", False)
+if SECRET_KEY == DEVELOPMENT_SECRET_KEY and not DEBUG:
+    # Sessions, CSRF and password-reset links are signed with it: a published key forges them.
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) is not set and DJANGO_DEBUG is off: "
+        "set a secret key (./scripts/run generates one into var/), or DJANGO_DEBUG=1 to develop"
+    )
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
@@ -30,6 +43,7 @@ INSTALLED_APPS = [
     "registry",
     "deployments",
     "monitoring",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -41,6 +55,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a lockout into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -70,6 +86,20 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
+# Login throttling (django-axes): every password login, the portal's form and the admin's,
+# goes through these backends; API tokens do not, and are unaffected. After
+# BERTH_LOGIN_FAILURE_LIMIT wrong passwords for one username from one address, that pair is
+# locked out for BERTH_LOGIN_COOLOFF_MINUTES; a success resets the count.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("BERTH_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("BERTH_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
@@ -93,16 +123,23 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "portal.pagination.StrictPageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "portal.api.BerthAutoSchema",
     "EXCEPTION_HANDLER": "portal.api.exception_handler",
+    # JSON bodies, bounded in size (DATA_UPLOAD_MAX_MEMORY_SIZE) and nesting before parsing.
+    # Forms carry no nested lists or objects, so only the upload operation takes them.
+    "DEFAULT_PARSER_CLASSES": ["portal.parsers.BoundedJSONParser"],
 }
+# How deeply API JSON bodies may nest (levels of objects and arrays).
+BERTH_API_JSON_MAX_DEPTH = 64
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Berth API",
-    "DESCRIPTION": "Register Triton model repositories, test, deploy and promote them.",
+    "DESCRIPTION": "Register Triton model repositories, test, deploy and promote them. "
+    "Every error answers `{detail, code, field?, errors?}`. Strings never contain NUL "
+    "(U+0000): PostgreSQL cannot store it, and it is refused with 400.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
