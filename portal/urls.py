@@ -1,14 +1,18 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from . import views
+from .api import api_not_found
 
 api_v1 = [
     path("", include("registry.api.urls")),
     path("", include("deployments.api.urls")),
     path("", include("monitoring.api.urls")),
+    # Anything else under the API answers the API's JSON 404, not the portal's HTML page.
+    # Only addresses ending in '/', so APPEND_SLASH still redirects `models` to `models/`.
+    re_path(r"^(?:.*/)?$", api_not_found),
 ]
 
 urlpatterns = [

@@ -1,3 +1,4 @@
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -5,8 +6,13 @@ from rest_framework.views import APIView
 from portal.errors import ServiceError
 
 from .. import selectors
-from ..sources import MetricQuery
-from .serializers import MetricDataQuerySerializer, MetricDataSerializer
+from ..sources import MetricQuery, MetricSeries
+from .serializers import (
+    PERIOD_SCHEMA,
+    QUERY_PATTERN,
+    MetricDataQuerySerializer,
+    MetricDataSerializer,
+)
 
 
 class MetricDataView(APIView):
@@ -17,9 +23,25 @@ class MetricDataView(APIView):
             MetricDataQuerySerializer,
             OpenApiParameter(
                 "query",
-                str,
+                {"type": "string", "pattern": QUERY_PATTERN},
                 many=True,
                 description="`<Metric>:<Stat>`, e.g. `ModelLatency:p99`; repeatable.",
+            ),
+            OpenApiParameter(
+                "period",
+                PERIOD_SCHEMA,
+                description="Seconds per data point, a multiple of 60 (default: the window's).",
+            ),
+            OpenApiParameter(
+                "start",
+                OpenApiTypes.DATETIME,
+                description="With `end`, an explicit window instead of `window`; alone, from "
+                "then until now. A start at or after the end is a window with no points.",
+            ),
+            OpenApiParameter(
+                "end",
+                OpenApiTypes.DATETIME,
+                description="Alone: the `window` that ends then.",
             ),
         ],
         responses=MetricDataSerializer,
@@ -38,20 +60,26 @@ class MetricDataView(APIView):
                 "target model.",
                 field="target_model",
             )
-        if data.get("start"):
-            start, end, period = data["start"], data["end"], data["period"]
-        else:
-            start, end, _ = selectors.window_bounds(data["window"])
-            period = data["period"]
+        window_start, window_end, _ = selectors.window_bounds(data["window"])
+        start, end, period = data.get("start"), data.get("end"), data["period"]
+        if start is None and end is None:
+            start, end = window_start, window_end
+        elif end is None:
+            end = max(window_end, start)
+        elif start is None:
+            start = end - (window_end - window_start)
         pairs = data["query"] or [
             (line.metric, line.stat)
             for chart in selectors.dashboard_charts(per_model=bool(data["target_model"]))
             for line in chart.lines
         ]
         queries = [MetricQuery(metric, stat, data["target_model"]) for metric, stat in pairs]
-        series, error = selectors.metric_data(
-            target=target, queries=queries, start=start, end=end, period=period
-        )
+        if start < end:
+            series, error = selectors.metric_data(
+                target=target, queries=queries, start=start, end=end, period=period
+            )
+        else:
+            series, error = [MetricSeries(query, [], []) for query in queries], ""
         body = {
             "endpoint": endpoint.name,
             "source": target.source.kind,

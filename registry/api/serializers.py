@@ -1,12 +1,17 @@
 """API shapes of the registry. Serializers parse and present; the rules live in services."""
 
-import json
-
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from ..models import ModelVersion, RegisteredModel, TestResult
+from portal.api import StrictCharField, StrictRegexField
+from portal.parsers import JSONInputError, json_loads_bounded
+
+from ..models import ModelVersion, RegisteredModel, TestResult, model_name_validator
+from ..services import MAX_TAG_LENGTH, MAX_TAGS
+
+# Version numbers are PostgreSQL integers.
+MAX_VERSION = 2**31 - 1
 
 # Renders datetimes as the serializers' declared DateTimeFields do.
 _DATETIME = serializers.DateTimeField()
@@ -26,8 +31,8 @@ class JSONObjectOrStringField(serializers.Field):
             if not text.strip():
                 return self.expect()
             try:
-                data = json.loads(text)
-            except ValueError as exc:
+                data = json_loads_bounded(text)
+            except JSONInputError as exc:
                 raise serializers.ValidationError(f"Not valid JSON: {exc}") from exc
         if not isinstance(data, self.expect):
             kind = "an object" if self.expect is dict else "a list"
@@ -80,10 +85,19 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
 
 
 class ModelCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
-    description = serializers.CharField(required=False, allow_blank=True, default="")
+    name = StrictRegexField(
+        model_name_validator.regex.pattern,
+        max_length=100,
+        error_messages={"invalid": model_name_validator.message},
+        help_text="Letters, digits, '_', '.' or '-', starting with a letter or digit.",
+    )
+    description = StrictCharField(required=False, allow_blank=True, default="")
     tags = serializers.ListField(
-        child=serializers.CharField(max_length=64), required=False, default=list
+        # Blank tags are dropped, not refused.
+        child=StrictCharField(max_length=MAX_TAG_LENGTH, allow_blank=True),
+        required=False,
+        default=list,
+        max_length=MAX_TAGS,
     )
 
 
@@ -225,7 +239,7 @@ class VersionRegisterSerializer(serializers.Serializer):
     archive = serializers.FileField(
         required=False, help_text=".tar.gz, .tgz, .tar or .zip of a Triton model repository."
     )
-    uri = serializers.CharField(
+    uri = StrictCharField(
         required=False,
         allow_blank=True,
         max_length=1024,
@@ -246,7 +260,23 @@ class VersionRegisterSerializer(serializers.Serializer):
         default=list,
         help_text="Test cases in berth.yaml's shape, run in addition to the archive's.",
     )
-    description = serializers.CharField(required=False, allow_blank=True, default="")
+    description = StrictCharField(required=False, allow_blank=True, default="")
     version = serializers.IntegerField(
-        required=False, min_value=1, help_text="Expected version number: 409 if it already exists."
+        required=False,
+        min_value=1,
+        max_value=MAX_VERSION,
+        help_text="Expected version number: 409 if it already exists.",
+    )
+
+
+class VersionFromUriSerializer(VersionRegisterSerializer):
+    """Register a version from an archive or repository named by URI (the JSON body: `uri`
+    is required)."""
+
+    archive = None
+    uri = StrictCharField(
+        max_length=1024,
+        help_text="An archive or a repository folder: s3://bucket/key.tar.gz, "
+        "s3://bucket/prefix/ (the repository's objects), or a local path under an allowed "
+        "folder.",
     )

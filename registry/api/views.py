@@ -3,35 +3,68 @@
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import (
     OpenApiParameter,
-    OpenApiResponse,
     extend_schema,
     extend_schema_view,
 )
 from rest_framework import generics, status
-from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
+
+from portal.api import CONFLICT, TOO_LARGE
+from portal.errors import ServiceError
+from portal.pagination import StrictPageNumberPagination
+from portal.parsers import BoundedJSONParser
 
 from .. import selectors, services
 from ..artifacts import check_request_size
 from ..filtersets import ModelVersionFilterSet, RegisteredModelFilterSet
-from ..models import ModelVersion, RegisteredModel
+from ..models import ModelVersion, RegisteredModel, model_name_validator
 from .serializers import (
     ModelCreateSerializer,
     ModelVersionDetailSerializer,
     ModelVersionSerializer,
     RegisteredModelSerializer,
+    VersionFromUriSerializer,
     VersionRegisterSerializer,
 )
 
 
-class RegistryPagination(PageNumberPagination):
+class RegistryPagination(StrictPageNumberPagination):
+    """Pages of 50 rows, `page_size` up to 200. DRF falls back to the default size for a
+    `page_size` that is not a positive integer; here that is refused, as the schema says."""
+
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
 
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"] = {"type": "integer", "minimum": 1}
+                parameter["description"] = "Rows per page; more than 200 gives 200."
+        return parameters
 
-ERROR = OpenApiResponse(description="`{detail, code, field, errors}`")
+    def get_page_size(self, request):
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is not None:
+            try:
+                valid = int(raw) >= 1
+            except ValueError:
+                valid = False
+            if not valid:
+                raise ServiceError("`page_size` must be a positive integer.", field="page_size")
+        return super().get_page_size(request)
+
+
+# The model a path names: the URL converter only routes names of this alphabet here.
+MODEL_NAME = OpenApiParameter(
+    "name",
+    str,
+    OpenApiParameter.PATH,
+    pattern=model_name_validator.regex.pattern,
+    description="The registered model's name.",
+)
 
 
 @extend_schema_view(
@@ -40,7 +73,7 @@ ERROR = OpenApiResponse(description="`{detail, code, field, errors}`")
         summary="Create a model",
         tags=["registry"],
         request=ModelCreateSerializer,
-        responses={201: RegisteredModelSerializer, 400: ERROR, 409: ERROR},
+        responses={201: RegisteredModelSerializer, 409: CONFLICT},
     ),
 )
 class ModelListCreate(generics.ListCreateAPIView):
@@ -59,7 +92,7 @@ class ModelListCreate(generics.ListCreateAPIView):
         return Response(RegisteredModelSerializer(model).data, status=status.HTTP_201_CREATED)
 
 
-@extend_schema(summary="Retrieve a model", tags=["registry"])
+@extend_schema(summary="Retrieve a model", tags=["registry"], parameters=[MODEL_NAME])
 class ModelRetrieve(generics.RetrieveAPIView):
     serializer_class = RegisteredModelSerializer
     lookup_field = "name"
@@ -69,11 +102,7 @@ class ModelRetrieve(generics.RetrieveAPIView):
 
 
 @extend_schema_view(
-    get=extend_schema(
-        summary="List versions",
-        tags=["registry"],
-        parameters=[OpenApiParameter("page_size", int, description="Rows per page, at most 200.")],
-    ),
+    get=extend_schema(summary="List versions", tags=["registry"]),
 )
 class VersionList(generics.ListAPIView):
     """All versions, newest first (filters: status, tag, commit, model, registered_by, sha256)."""
@@ -88,9 +117,7 @@ class VersionList(generics.ListAPIView):
 
 @extend_schema_view(
     get=extend_schema(
-        summary="List a model's versions",
-        tags=["registry"],
-        parameters=[OpenApiParameter("page_size", int, description="Rows per page, at most 200.")],
+        summary="List a model's versions", tags=["registry"], parameters=[MODEL_NAME]
     ),
     post=extend_schema(
         summary="Register a version",
@@ -104,24 +131,19 @@ class VersionList(generics.ListAPIView):
             "exists; 413 when the archive is over the upload limit."
         ),
         tags=["registry"],
+        parameters=[MODEL_NAME],
         request={
             "multipart/form-data": VersionRegisterSerializer,
-            "application/json": VersionRegisterSerializer,
+            "application/json": VersionFromUriSerializer,
         },
-        responses={
-            201: ModelVersionDetailSerializer,
-            400: ERROR,
-            404: ERROR,
-            409: ERROR,
-            413: ERROR,
-        },
+        responses={201: ModelVersionDetailSerializer, 409: CONFLICT, 413: TOO_LARGE},
     ),
 )
 class ModelVersionListRegister(generics.ListCreateAPIView):
     serializer_class = ModelVersionSerializer
     filterset_class = ModelVersionFilterSet
     pagination_class = RegistryPagination
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = [MultiPartParser, FormParser, BoundedJSONParser]
 
     def get_model(self) -> RegisteredModel:
         if not hasattr(self, "_model"):
@@ -155,7 +177,9 @@ class ModelVersionListRegister(generics.ListCreateAPIView):
 
 
 @extend_schema(
-    summary="Retrieve a version (status, problems, test results, package)", tags=["registry"]
+    summary="Retrieve a version (status, problems, test results, package)",
+    tags=["registry"],
+    parameters=[MODEL_NAME],
 )
 class VersionRetrieve(generics.RetrieveAPIView):
     serializer_class = ModelVersionDetailSerializer
@@ -167,8 +191,9 @@ class VersionRetrieve(generics.RetrieveAPIView):
 @extend_schema(
     summary="Run the pipeline again from where the version stopped",
     tags=["registry"],
+    parameters=[MODEL_NAME],
     request=None,
-    responses={202: ModelVersionDetailSerializer, 409: ERROR},
+    responses={202: ModelVersionDetailSerializer, 409: CONFLICT},
 )
 class VersionRetry(generics.GenericAPIView):
     serializer_class = ModelVersionDetailSerializer
