@@ -1,6 +1,6 @@
 """Berth's local data plane: a real Triton Inference Server behind a SageMaker-shaped gateway.
 
-The modules here carry no Django import, so the registry's test step and the gateway process
-share them: safe archive extraction, model configuration parsing, the repository shim that
-runs ONNX models through Triton's Python backend, and the Triton process itself.
+Only the gateway lives here (no Django import). The Triton tools it shares with the
+registry's test step (the Triton process, archive extraction, config parsing, the ONNX shim,
+the entry-model rule) are in `toolkit`.
 """

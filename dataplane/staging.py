@@ -30,13 +30,15 @@ from typing import Any, TypeVar
 
 import yaml
 
-from dataplane.archive import ArchiveLimits, UnsafeArchive, safe_extract, sha256_file
 from dataplane.errors import service_unavailable, validation_error
 from dataplane.memory import MemoryProbe, MemoryReading
-from dataplane.modelconfig import ConfigError, read_model_config
-from dataplane.shim import model_folders, prepare_repository
 from dataplane.stores import ModelStore, PackageNotFound, StoreError, open_store
 from toolkit import yamlsafe
+from toolkit.archive import ArchiveLimits, UnsafeArchive, safe_extract, sha256_file
+from toolkit.modelconfig import ConfigError, read_model_config
+from toolkit.repository import EntryModelError, model_folders
+from toolkit.repository import entry_model as choose_entry_model
+from toolkit.shim import prepare_repository
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +182,7 @@ def stage_package(
     return repository, entry_model(repository, target)
 
 
-def place_package(
+def install_served_models(
     source: Path, repository: Path, prefix: str, gpu: bool, target: str
 ) -> dict[str, str]:
     """Replace the served folders under `prefix` with the models of `source` (shimmed,
@@ -215,13 +217,15 @@ def read_memory(pid: int | None) -> MemoryReading:
 
 
 def entry_model(repository: Path, target: str) -> str:
-    """The model clients invoke: berth.yaml's `model:`, else the one model no ensemble uses."""
+    """The model clients invoke (`toolkit.repository.entry_model`), with the package's
+    problems answered as the client's error."""
     folders = {folder.name: folder for folder in model_folders(repository)}
     if not folders:
         raise validation_error(
             f"Model data for {target} holds no model folder (a folder with config.pbtxt).",
             error_code="InvalidModelData",
         )
+    named = None
     berth_yaml = repository / "berth.yaml"
     if berth_yaml.is_file():
         try:
@@ -231,28 +235,26 @@ def entry_model(repository: Path, target: str) -> str:
                 f"berth.yaml of {target} does not parse: {exc}", error_code="InvalidModelData"
             ) from exc
         named = spec.get("model") if isinstance(spec, dict) else None
-        if named:
-            if named not in folders:
+    configs: dict[str, Any] = {}
+    if named is None:
+        for name, folder in folders.items():
+            try:
+                configs[name] = read_model_config(folder / "config.pbtxt")
+            except ConfigError as exc:
                 raise validation_error(
-                    f"berth.yaml of {target} names model {named!r}, which the package lacks.",
+                    f"{folder.name}/config.pbtxt of {target}: {exc}",
                     error_code="InvalidModelData",
-                )
-            return str(named)
-    steps: set[str] = set()
-    for folder in folders.values():
-        try:
-            config = read_model_config(folder / "config.pbtxt")
-        except ConfigError as exc:
-            raise validation_error(
-                f"{folder.name}/config.pbtxt of {target}: {exc}", error_code="InvalidModelData"
-            ) from exc
-        for step in config.ensemble_scheduling.step:
-            steps.add(step.model_name)
-    roots = sorted(set(folders) - steps)
-    if len(roots) != 1:
-        raise validation_error(
-            f"Cannot tell which model of {target} to invoke ({', '.join(roots) or 'none'}); "
-            "name it with `model:` in berth.yaml.",
-            error_code="InvalidModelData",
-        )
-    return roots[0]
+                ) from exc
+    else:
+        configs = dict.fromkeys(folders)
+    try:
+        return choose_entry_model(configs, named)
+    except EntryModelError as exc:
+        if exc.unknown:
+            message = f"berth.yaml of {target} names model {named!r}, which the package lacks."
+        else:
+            message = (
+                f"Cannot tell which model of {target} to invoke "
+                f"({', '.join(exc.candidates) or 'none'}); name it with `model:` in berth.yaml."
+            )
+        raise validation_error(message, error_code="InvalidModelData") from exc

@@ -18,8 +18,8 @@ from pathlib import Path
 from tritonclient.grpc import aio as grpc_aio
 from tritonclient.utils import InferenceServerException
 
-from dataplane.triton import TritonServer
 from dataplane.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from toolkit.triton import TritonServer
 
 log = logging.getLogger(__name__)
 

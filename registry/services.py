@@ -648,7 +648,7 @@ def _step_error(version_id: int, step: str, exc: BaseException) -> ModelVersion 
 def _fetch_and_extract(version: ModelVersion, scratch: Path, log) -> Path:
     """The version's archive, checked against its sha256 and safely extracted; returns the
     extraction folder. Raises UnsafeArchive for archives that break the limits."""
-    from dataplane.archive import ArchiveLimits, UnsafeArchive, safe_extract, sha256_file
+    from toolkit.archive import ArchiveLimits, UnsafeArchive, safe_extract, sha256_file
 
     archive = scratch / "artifact"
     artifact_store().fetch(version.artifact_uri, archive)
@@ -666,7 +666,7 @@ def _fetch_and_extract(version: ModelVersion, scratch: Path, log) -> Path:
 
 def version_validate(*, version_id: int) -> ModelVersion | None:
     """Pipeline step 1: extract safely and check the repository; -> validated or invalid."""
-    from dataplane.archive import UnsafeArchive
+    from toolkit.archive import UnsafeArchive
 
     from .validation import validate_repository
 

@@ -2,7 +2,7 @@
 cases (or one smoke inference on zero inputs when it has none).
 
 Triton here ships only the Python backend, so the repository is first prepared with
-`dataplane.shim.prepare_repository`, which serves `onnxruntime_onnx` models through a Python
+`toolkit.shim.prepare_repository`, which serves `onnxruntime_onnx` models through a Python
 model running onnxruntime with the same inputs and outputs.
 """
 
@@ -76,8 +76,8 @@ def run_tests(
     log: Callable[[str], None],
 ) -> TestRun:
     """Serve `repository` on a fresh Triton and run the cases in `summary["tests"]`."""
-    from dataplane.shim import prepare_repository
-    from dataplane.triton import TritonInferError, TritonLoadError, TritonServer
+    from toolkit.shim import prepare_repository
+    from toolkit.triton import TritonInferError, TritonLoadError, TritonServer
 
     gpu = bool(getattr(settings, "BERTH_TRITON_GPU", False))
     start_timeout = float(getattr(settings, "BERTH_TRITON_START_TIMEOUT", 120))

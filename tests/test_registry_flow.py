@@ -12,13 +12,13 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from dataplane.examples import build_demo_archive
 from portal.audit import audit_history
 from portal.services import token_create
 from registry import services, tasks
 from registry.choices import IN_PROGRESS_STATUSES, VersionStatus
 from registry.models import ModelVersion
 from registry.tests.factories import grant_scientist
+from toolkit.examples import build_demo_archive
 
 pytestmark = [pytest.mark.worker, pytest.mark.triton]
 

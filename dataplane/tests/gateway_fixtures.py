@@ -1,6 +1,6 @@
 """A real gateway process for tests and benchmarks: `python -m dataplane` on a free port.
 
-Packages come from `dataplane.examples` (Python models, failing models) packed the way the
+Packages come from `toolkit.examples` (Python models, failing models) packed the way the
 registry packs them: `<model>_<version>.tar.gz` with a `.sha256` sidecar.
 """
 
@@ -21,13 +21,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from dataplane.archive import sha256_file
-from dataplane.examples import (
+from toolkit.archive import sha256_file
+from toolkit.examples import (
     pack_repository,
     write_failing_model_repository,
     write_python_model_repository,
 )
-from dataplane.triton import free_port
+from toolkit.triton import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_HEADER = "X-Amzn-SageMaker-Target-Model"

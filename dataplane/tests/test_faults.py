@@ -19,7 +19,7 @@ from dataplane.tests.gateway_fixtures import (
     infer_body,
     python_package,
 )
-from dataplane.triton import free_port
+from toolkit.triton import free_port
 
 pytestmark = pytest.mark.triton
 

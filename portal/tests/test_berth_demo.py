@@ -9,9 +9,9 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.http import HttpRequest
 
-from dataplane import examples
 from portal.management.commands.berth_demo import DEMO_USERS, build_fine_tuned_archive
 from registry.models import ModelVersion, RegisteredModel
+from toolkit import examples
 
 pytestmark = pytest.mark.django_db
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from dataplane.examples import write_demo_repository
 from registry.packaging import build_tar_gz
+from toolkit.examples import write_demo_repository
 
 
 def upload(path: Path) -> SimpleUploadedFile:

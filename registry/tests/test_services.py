@@ -173,7 +173,7 @@ def test_failure_after_storing_leaves_no_file_and_no_row(
 
 
 def test_register_from_an_allowed_local_folder_or_archive(user, model, registry_dirs):
-    from dataplane.examples import write_demo_repository
+    from toolkit.examples import write_demo_repository
 
     folder = write_demo_repository(registry_dirs / "allowed" / "demo")
     version = services.version_register(actor=user, model=model, uri=str(folder), lineage={})
@@ -476,7 +476,7 @@ def test_full_pipeline_on_real_triton_reaches_packaged(user, model, demo_tar, re
 
 @pytest.mark.triton
 def test_no_test_cases_gets_one_smoke_inference(user, model, registry_dirs):
-    from dataplane.examples import write_demo_repository
+    from toolkit.examples import write_demo_repository
 
     repo = write_demo_repository(registry_dirs / "repo")
     (repo / "berth.yaml").unlink()
@@ -498,7 +498,7 @@ def test_no_test_cases_gets_one_smoke_inference(user, model, registry_dirs):
 
 @pytest.mark.triton
 def test_wrong_expectations_and_load_failures_fail_the_tests(user, model, registry_dirs):
-    from dataplane.examples import write_demo_repository, write_failing_model_repository
+    from toolkit.examples import write_demo_repository, write_failing_model_repository
 
     cases = [
         {

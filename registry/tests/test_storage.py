@@ -129,7 +129,7 @@ def upload_folder(s3, folder: Path, bucket: str, prefix: str) -> None:
 
 @pytest.mark.django_db
 def test_register_a_repository_folder_under_an_s3_prefix(s3, registry_dirs, user, model):
-    from dataplane.examples import write_demo_repository
+    from toolkit.examples import write_demo_repository
 
     repo = write_demo_repository(registry_dirs / "repo")
     upload_folder(s3, repo, "ci-uploads", "builds/417/repository/")
@@ -155,7 +155,7 @@ def test_register_a_repository_folder_under_an_s3_prefix(s3, registry_dirs, user
 
 @pytest.mark.django_db
 def test_a_repository_of_many_objects_arrives_whole(s3, registry_dirs, user, model):
-    from dataplane.examples import write_demo_repository
+    from toolkit.examples import write_demo_repository
 
     repo = write_demo_repository(registry_dirs / "repo")
     assets = repo / "demo_preprocess" / "1" / "assets"
@@ -242,7 +242,7 @@ def test_failed_registration_removes_the_s3_object(
 
 
 def test_deterministic_package_bytes(tmp_path):
-    from dataplane.examples import write_demo_repository
+    from toolkit.examples import write_demo_repository
 
     repo = write_demo_repository(tmp_path / "repo")
     first = build_tar_gz(repo, tmp_path / "one.tar.gz")

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from dataplane.examples import write_demo_repository
 from registry.validation import find_repository_root, validate_repository
+from toolkit.examples import write_demo_repository
 
 
 def write(root: Path, files: dict[str, str]) -> Path:

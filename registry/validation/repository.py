@@ -17,6 +17,8 @@ from toolkit.limits import (
     resolves_inside,
     tensor_size_problem,
 )
+from toolkit.repository import EntryModelError
+from toolkit.repository import entry_model as choose_entry_model
 
 from .problems import Problem
 from .testcases import check_test_cases, normalize_test_cases, test_cases_schema_problems
@@ -125,7 +127,7 @@ def _line_containing(text: str, *needles: str) -> int | None:
 
 
 def _datatype_name(value: int) -> str:
-    from dataplane.modelconfig import model_config_pb2
+    from toolkit.modelconfig import model_config_pb2
 
     name = model_config_pb2.DataType.Name(value)
     name = name.removeprefix("TYPE_")
@@ -272,7 +274,7 @@ class _Validator:
 
     # -- one model ---------------------------------------------------------------------------
     def load_model(self, folder: Path) -> None:
-        from dataplane.modelconfig import ConfigError, parse_model_config
+        from toolkit.modelconfig import ConfigError, parse_model_config
 
         config_path = folder / CONFIG_FILE
         info = ModelInfo(name=folder.name, folder=folder, config_file=self.rel(config_path))
@@ -678,32 +680,25 @@ class _Validator:
         return entry_model, normalize_test_cases(cases, default_model=entry_model)
 
     def entry_model(self, named: Any, file: str, line: int | None) -> str | None:
-        if named is not None:
-            if not isinstance(named, str) or named not in self.models:
+        """The entry model by the toolkit's rule, or None with the problem reported."""
+        configs = {name: info.config for name, info in self.models.items()}
+        try:
+            return choose_entry_model(configs, named)
+        except EntryModelError as exc:
+            if exc.unknown:
                 self.add(
                     file,
                     f"Entry model {named!r} is not in the repository "
                     f"(models: {', '.join(self.models) or 'none'}).",
                     line,
                 )
-                return None
-            return named
-        step_models = {
-            step.model_name
-            for info in self.models.values()
-            if info.config is not None and info.is_ensemble
-            for step in info.config.ensemble_scheduling.step
-        }
-        candidates = [name for name in self.models if name not in step_models]
-        if len(candidates) == 1:
-            return candidates[0]
-        if len(candidates) > 1:
-            self.add(
-                file,
-                f"Several models are not steps of an ensemble ({', '.join(candidates)}): name "
-                "the one clients call with 'model:' in berth.yaml.",
-            )
-        return None
+            elif exc.candidates:
+                self.add(
+                    file,
+                    f"Several models are not steps of an ensemble ({', '.join(exc.candidates)}): "
+                    "name the one clients call with 'model:' in berth.yaml.",
+                )
+            return None
 
 
 def validate_repository(

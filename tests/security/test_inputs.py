@@ -26,10 +26,6 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from dataplane.archive import ArchiveLimits, UnsafeArchive, safe_extract
-from dataplane.shim import prepare_repository
-from dataplane.tests.test_archive import HOSTILE as EXTRACTOR_HOSTILE
-from dataplane.tests.test_archive import SMALL
 from portal.errors import ServiceError
 from portal.services import token_create
 from registry import services
@@ -37,6 +33,10 @@ from registry.choices import VersionStatus
 from registry.models import ModelVersion
 from registry.tests import archives
 from registry.tests.factories import RegisteredModelFactory, UserFactory
+from toolkit.archive import ArchiveLimits, UnsafeArchive, safe_extract
+from toolkit.shim import prepare_repository
+from toolkit.tests.test_archive import HOSTILE as EXTRACTOR_HOSTILE
+from toolkit.tests.test_archive import SMALL
 
 pytestmark = pytest.mark.django_db
 

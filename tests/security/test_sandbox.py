@@ -23,9 +23,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from dataplane.examples import write_berth_yaml, write_demo_repository
 from dataplane.tests.gateway_fixtures import GatewayProcess, infer_body, publish, python_package
-from dataplane.triton import tritonserver_binary
+from toolkit.examples import write_berth_yaml, write_demo_repository
+from toolkit.triton import tritonserver_binary
 
 pytestmark = pytest.mark.triton
 
@@ -261,7 +261,10 @@ def assert_contained(report: dict, host: dict[str, Path]) -> None:
     assert report["limits"]["CORE"] == [0, 0]
     assert 0 < report["limits"]["FSIZE"][0] < 2**63 - 1
     assert report["forks"]["error"] == "EAGAIN", report["forks"]
-    assert report["forks"]["forked"] < MAX_PROCESSES
+    # The fork loop ends on the limit, not on its own count. (How many forks that allows
+    # depends on what else runs as the sandbox's uid at that moment, so the count itself
+    # is only bounded by the limit.)
+    assert report["forks"]["forked"] < nproc_soft
 
 
 def host_uids(pids: list[int]) -> set[int]:

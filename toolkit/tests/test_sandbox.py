@@ -137,7 +137,7 @@ def test_the_environment_keeps_only_what_is_listed() -> None:
 def test_without_bubblewrap_triton_refuses_to_start_and_names_the_package(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    from dataplane.triton import TritonProcess, TritonStartError
+    from toolkit.triton import TritonProcess, TritonStartError
 
     monkeypatch.setattr(sb.shutil, "which", lambda name, path=None: None)
     monkeypatch.delenv(sb.UNSAFE_OPT_OUT, raising=False)

@@ -68,7 +68,7 @@ def demo_lineage(number: int) -> dict:
 
 def build_fine_tuned_archive(dest_file: Path) -> Path:
     """The demo repository with fine-tuned classifier weights and matching test cases."""
-    from dataplane import examples
+    from toolkit import examples
 
     weights = examples.DEMO_WEIGHTS + FINE_TUNE_DELTA
     bias = examples.DEMO_BIAS
@@ -125,9 +125,9 @@ class Command(BaseCommand):
         return users
 
     def ensure_model(self, *, owner) -> list:
-        from dataplane.examples import build_demo_archive
         from registry import services
         from registry.models import ModelVersion, RegisteredModel
+        from toolkit.examples import build_demo_archive
 
         model = RegisteredModel.objects.filter(name=DEMO_MODEL).first()
         if model is None:

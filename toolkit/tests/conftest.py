@@ -1,4 +1,4 @@
-"""Shared fixtures of the data plane tests: the demo repository and archive, and one Triton."""
+"""Shared fixtures of the toolkit tests: the demo repository and archive, and one Triton."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dataplane.examples import build_demo_archive, write_demo_repository
-from dataplane.triton import TritonServer, TritonStartError, tritonserver_binary
+from toolkit.examples import build_demo_archive, write_demo_repository
+from toolkit.triton import TritonServer, TritonStartError, tritonserver_binary
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dataplane.modelconfig import (
+from toolkit.modelconfig import (
     ConfigError,
     format_model_config,
     parse_model_config,
@@ -68,15 +68,15 @@ def test_undecodable_file_is_a_config_error(tmp_path: Path) -> None:
         read_model_config(path)
 
 
-def test_staging_imports_neither_grpc_nor_numpy_and_shares_the_config_classes() -> None:
-    # Each staging process imports dataplane.__main__ (spawn) and dataplane.staging; grpc and
-    # numpy would add about 30 MiB to each of them for nothing they use.
+def test_config_tools_import_neither_grpc_nor_numpy_and_share_the_config_classes() -> None:
+    # The data plane's staging processes use these modules; grpc and numpy would add about
+    # 30 MiB to each of them for nothing they use.
     script = """
 import sys
-import dataplane.__main__, dataplane.staging
-heavy = sorted({"grpc", "numpy", "boto3", "dataplane.gateway"} & set(sys.modules))
+import toolkit.archive, toolkit.modelconfig, toolkit.repository, toolkit.shim
+heavy = sorted({"grpc", "numpy", "boto3"} & set(sys.modules))
 assert not heavy, heavy
-from dataplane.modelconfig import model_config_pb2 as ours
+from toolkit.modelconfig import model_config_pb2 as ours
 import tritonclient.grpc
 assert tritonclient.grpc.model_config_pb2 is ours
 assert tritonclient.grpc.service_pb2.ModelConfigResponse().config.__class__ is ours.ModelConfig

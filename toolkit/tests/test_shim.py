@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 from pathlib import Path
 
 import pytest
 from tritonclient.grpc import model_config_pb2
 
-from dataplane.examples import write_demo_repository, write_onnx_model_repository
-from dataplane.modelconfig import read_model_config
-from dataplane.shim import PARAM_MODEL_FILENAME, model_folders, prepare_repository
+from toolkit.examples import write_demo_repository, write_onnx_model_repository
+from toolkit.modelconfig import read_model_config
+from toolkit.repository import model_folders
+from toolkit.shim import PARAM_MODEL_FILENAME, PARAM_RUNTIME, prepare_repository
+from toolkit.shim_models import RUNTIME_MODEL
 
 KIND_CPU = model_config_pb2.ModelInstanceGroup.KIND_CPU
 KIND_GPU = model_config_pb2.ModelInstanceGroup.KIND_GPU
@@ -130,3 +133,35 @@ def test_non_model_entries_are_not_served(tmp_path: Path) -> None:
     names = prepare_repository(src, tmp_path / "serving")
     assert "notes" not in names
     assert not (tmp_path / "serving" / "notes").exists()
+
+
+def test_converted_models_run_a_copy_of_the_runtime_module(
+    demo_repository: Path, tmp_path: Path
+) -> None:
+    prepare_repository(demo_repository, tmp_path / "serving")
+    served = tmp_path / "serving" / "demo_classifier"
+    assert (served / "1" / "model.py").read_bytes() == RUNTIME_MODEL.read_bytes()
+    config = read_model_config(served / "config.pbtxt")
+    assert config.parameters[PARAM_RUNTIME].string_value == "onnxruntime"
+
+
+def test_the_runtime_module_imports_nothing_of_the_project() -> None:
+    """Triton loads it inside the sandbox, where only the venv's site-packages are visible:
+    an import of the project's own packages would fail there."""
+    tree = ast.parse(RUNTIME_MODEL.read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[0])
+    assert imported == {
+        "__future__",
+        "json",
+        "os",
+        "typing",
+        "numpy",
+        "triton_python_backend_utils",
+        "onnxruntime",
+        "torch",
+    }

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from dataplane.archive import ArchiveLimits, UnsafeArchive, safe_extract, sha256_file
-from dataplane.examples import build_demo_archive
+from toolkit.archive import ArchiveLimits, UnsafeArchive, safe_extract, sha256_file
+from toolkit.examples import build_demo_archive
 
 SMALL = ArchiveLimits(
     max_total_bytes=8 * 1024 * 1024,

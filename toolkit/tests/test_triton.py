@@ -14,15 +14,16 @@ import psutil
 import pytest
 import yaml
 
-from dataplane.examples import (
+from toolkit.examples import (
     classify,
     onnx_model_parameters,
     write_failing_model_repository,
     write_onnx_model_repository,
     write_python_model_repository,
 )
-from dataplane.shim import prepare_repository
-from dataplane.triton import (
+from toolkit.modelconfig import format_model_config, read_model_config
+from toolkit.shim import PARAM_MODEL_FILENAME, PARAM_RUNTIME, prepare_repository
+from toolkit.triton import (
     DEFAULT_PYTHON_BACKEND_THREADS,
     TritonInferError,
     TritonLoadError,
@@ -175,6 +176,32 @@ def test_custom_onnx_filename_and_completed_io_load_and_answer(
     triton.unload("custom_file")
 
 
+def test_the_runtime_model_takes_its_settings_from_config_parameters(
+    triton: TritonServer, tmp_path: Path
+) -> None:
+    """The served model.py is one file for every converted model: what it runs comes from
+    config.pbtxt's parameters, so a changed parameter changes what loads."""
+    src = write_onnx_model_repository(tmp_path / "src", "param_file", seed=5)
+    prepare_repository(src, triton.repository)
+    served = triton.repository / "param_file"
+    (served / "1" / "model.onnx").rename(served / "1" / "renamed.onnx")
+    config = read_model_config(served / "config.pbtxt")
+    config.parameters[PARAM_MODEL_FILENAME].string_value = "renamed.onnx"
+    (served / "config.pbtxt").write_text(format_model_config(config))
+    triton.load("param_file")
+    x = np.array([[1.0, 0.0, -1.0, 0.5]], np.float32)
+    weights, bias = onnx_model_parameters(5)
+    out = triton.infer("param_file", {"INPUT": x})
+    np.testing.assert_allclose(out["PROBABILITIES"], classify(x, weights, bias), atol=1e-5)
+    triton.unload("param_file")
+
+    config.parameters[PARAM_RUNTIME].string_value = "tensorflow"
+    (served / "config.pbtxt").write_text(format_model_config(config))
+    with pytest.raises(TritonLoadError) as info:
+        triton.load("param_file", timeout=60)
+    assert "berth_runtime is 'tensorflow'" in info.value.reason
+
+
 def test_memory_of_a_loaded_model_shows_in_its_stub(triton: TritonServer, tmp_path: Path) -> None:
     ballast = 96 * 1024 * 1024
     src = write_python_model_repository(tmp_path / "src", "heavy", ballast_bytes=ballast)
@@ -286,7 +313,7 @@ def test_triton_dies_with_the_process_that_launched_it(tmp_path: Path) -> None:
             sys.executable,
             "-c",
             "import sys, time; from pathlib import Path; "
-            "from dataplane.triton import TritonProcess; "
+            "from toolkit.triton import TritonProcess; "
             "p = TritonProcess(Path(sys.argv[1])); p.start(); print(p.pid, flush=True); "
             "time.sleep(600)",
             str(tmp_path / "repo"),
