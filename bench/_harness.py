@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -22,8 +24,8 @@ from dataplane.tests.gateway_fixtures import (  # noqa: E402
     infer_body,
     python_package,
 )
-from dataplane.triton import STUB_NAME  # noqa: E402
 from toolkit.sandbox import SOCKET_DIR  # noqa: E402
+from toolkit.triton import STUB_NAME  # noqa: E402
 
 X = [1.0, 2.0, 3.0, 4.0]
 BODY = infer_body(X)
@@ -92,6 +94,30 @@ def direct_target(gw: GatewayProcess, endpoint: str, package: str) -> Target:
     )
 
 
+def start_bare_proxy(socket_path: str) -> tuple[subprocess.Popen, int]:
+    """The bare reverse proxy (`bench/_bare_proxy.py`) in front of Triton's HTTP socket, on a
+    free loopback port: the floor the gateway's own CPU per request is compared with."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "_bare_proxy.py"), str(port), socket_path],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "listening" not in line:
+        proc.kill()
+        raise RuntimeError(f"the bare proxy did not start: {line!r}")
+    return proc, port
+
+
+def bare_target(direct: Target, port: int) -> Target:
+    """Direct Triton's request (same path, headers and body), sent through the bare proxy."""
+    return Target("bare", "127.0.0.1", port, direct.path, direct.body, dict(direct.headers))
+
+
 def warm(gw: GatewayProcess, endpoint: str, package: str) -> dict:
     status, data = gw.send_json("POST", f"/admin/endpoints/{endpoint}/models/{package}/load", {})
     if status != 200:
@@ -144,10 +170,12 @@ class CpuMeter:
 
     PARTS = ("loadgen", "gateway", "triton", "stubs")
 
-    def __init__(self, gw: GatewayProcess) -> None:
+    def __init__(self, gw: GatewayProcess, extra: dict[str, int] | None = None) -> None:
         assert gw.proc is not None
         self.gateway = psutil.Process(gw.proc.pid)
         self.me = psutil.Process()
+        # Other processes on a path, by the part they count as (the bare proxy's pid).
+        self.extra = {part: psutil.Process(pid) for part, pid in (extra or {}).items()}
         if not self._processes()["triton"]:
             # Fail here, not with a silent 0 us for Triton in every figure.
             raise RuntimeError(f"no tritonserver process under the gateway (pid {gw.proc.pid})")
@@ -156,6 +184,8 @@ class CpuMeter:
         parts: dict[str, list[psutil.Process]] = {part: [] for part in self.PARTS}
         parts["loadgen"].append(self.me)
         parts["gateway"].append(self.gateway)
+        for part, proc in self.extra.items():
+            parts[part] = [proc]
         try:
             tree = self.gateway.children(recursive=True)
         except psutil.NoSuchProcess:
@@ -216,4 +246,6 @@ __all__ = [
     "gateway_target",
     "direct_target",
     "triton_http_socket",
+    "start_bare_proxy",
+    "bare_target",
 ]

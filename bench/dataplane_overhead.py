@@ -11,6 +11,11 @@ gateway over loopback TCP; the gateway itself talks to Triton over that same Uni
 Each figure comes with the CPU time per request of every process on the path (the load
 generator, the gateway, Triton, its Python-backend stubs): where the machine's cores are the
 limit, the ratio of the two totals bounds what the gateway's throughput can reach.
+
+The floor for the gateway's own CPU per request is a bare reverse proxy (`_bare_proxy.py`:
+uvloop and httptools, one upstream connection per client connection, no features) run in the
+same way against the same Triton and model: goal, the gateway's CPU per request within 1.25x
+of the bare proxy's.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._harness import (  # noqa: E402
     CpuMeter,
     CpuShare,
+    bare_target,
     direct_target,
     gateway_target,
     python_package,
+    start_bare_proxy,
     start_gateway,
     warm,
 )
@@ -80,9 +87,11 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--saturation-step", type=float, default=2.5)
+    parser.add_argument("--no-saturation", action="store_true", help="skip the concurrency ladder")
     args = parser.parse_args()
 
     gw = start_gateway(["bench:4GiB"])
+    proxy = None
     ok = True
     try:
         package = python_package(gw.store("bench"), "overhead", 1, scale=2.0)
@@ -98,15 +107,18 @@ def main() -> int:
             f"over {gateway.transport}, itself reaching Triton over that {direct.transport}.\n"
             "Direct saves the client's TCP hop; before the sandbox both went over TCP."
         )
-        meter = CpuMeter(gw)
+        proxy, proxy_port = start_bare_proxy(direct.unix_path or "")
+        bare = bare_target(direct, proxy_port)
+        meter = CpuMeter(gw, {"bare": proxy.pid})
         for concurrency in (1, 8):
-            runs: dict[str, list[Measured]] = {"direct": [], "gateway": []}
+            runs: dict[str, list[Measured]] = {"direct": [], "gateway": [], "bare": []}
             for _ in range(args.repeats):
-                for target in (direct, gateway):
+                for target in (direct, gateway, bare):
                     runs[target.name].append(
                         measured(meter, target, concurrency, args.duration, warmup=0.5)
                     )
             (d, d_cpu), (g, g_cpu) = best(runs["direct"]), best(runs["gateway"])
+            b, b_cpu = best(runs["bare"])
             p50_ratio = g.pct(50) / d.pct(50)
             p99_ratio = g.pct(99) / d.pct(99)
             added_ms = (g.pct(50) - d.pct(50)) * 1e3
@@ -123,7 +135,21 @@ def main() -> int:
                 f"{'PASS' if p50_ok else 'FAIL'}]"
             )
             print(f"  p99 ratio {p99_ratio:.2f}x  [goal <= 1.8x: {'PASS' if p99_ok else 'FAIL'}]")
+            print(f"  bare   : {b.summary()}")
+            print(f"           {b_cpu.line(len(b.latencies))}")
+            gateway_us = g_cpu.per_request(len(g.latencies))["gateway"]
+            bare_us = b_cpu.per_request(len(b.latencies))["bare"]
+            cpu_ratio = gateway_us / bare_us
+            cpu_ok = cpu_ratio <= 1.25
+            ok &= cpu_ok
+            print(
+                f"  proxy CPU us/request: gateway {gateway_us:.0f}, bare proxy {bare_us:.0f}, "
+                f"ratio {cpu_ratio:.2f}x  [goal <= 1.25x: {'PASS' if cpu_ok else 'FAIL'}]"
+            )
 
+        if args.no_saturation:
+            print(f"\noverall (no saturation ladder): {'PASS' if ok else 'FAIL'}")
+            return 0 if ok else 1
         print("\nsaturation (closed loop, concurrency ladder, p99 <= 10 ms)")
         d_rate, d_c, d_best = saturation(meter, direct, args.saturation_step)
         g_rate, g_c, g_best = saturation(meter, gateway, args.saturation_step)
@@ -147,6 +173,9 @@ def main() -> int:
                 f"where the cores are the limit)"
             )
     finally:
+        if proxy is not None:
+            proxy.kill()
+            proxy.wait()
         gw.stop()
     print(f"\noverall: {'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1

@@ -1,24 +1,26 @@
-"""A lean HTTP/1.1 server on asyncio protocols for the gateway.
+"""The gateway's HTTP/1.1 server: asyncio protocols around llhttp (`httptools`).
 
 The gateway sits in front of a Triton that answers in a few hundred microseconds, so every
-microsecond it spends per request shows. This server does only what the gateway needs:
-keep-alive connections, one request at a time per connection (answers stay in order),
-bodies with a Content-Length (what boto3 sends) or chunked (what clients streaming a body
-of unknown length send), `Expect: 100-continue`, a body size limit checked before the body
-is read (as it arrives, for a chunked body), and a small router.
-A handler may answer synchronously (the invocation fast path answers from a callback) or
-be a coroutine run as a task.
+microsecond it spends per request shows. The parsing is llhttp's, the C parser Node.js ships,
+through httptools, as uvicorn's `protocols/http/httptools_impl.py` uses it; this module keeps
+what the gateway needs around it: keep-alive connections, one request at a time per connection
+(answers stay in order; pipelined requests wait in a queue), bodies with a Content-Length (what
+boto3 sends) or chunked (what clients streaming a body of unknown length send), `Expect:
+100-continue`, a body size limit checked before the body is read (as it arrives, for a chunked
+body), flow control, and a small router. A handler may answer synchronously (the invocation
+fast path answers from a callback) or be a coroutine run as a task.
 
 Every client is bounded, since any of them may be hostile: a request head must arrive within
 `header_timeout`, its body within `body_timeout`, an idle kept-alive connection is closed
 after `keep_alive_timeout`, a client that stops reading its answers is cut after
 `body_timeout`, and past `max_connections` a new connection is answered 503 and closed. One
 sweeper enforces the deadlines of all connections (a timer per request would cost more than
-the request's parsing); the head is held to RFC 9110/9112's grammar (no CR, LF or NUL inside
-a field, tokens for names), so nothing the gateway forwards can carry a line of its own.
-
-Why not a library: the parsers asyncio servers use (httptools, h11) are not installed here,
-and the invocation path's budget is a few microseconds per request.
+the request's parsing). llhttp holds the head to RFC 9110/9112's grammar (no bare CR or LF,
+no NUL or other control character in a field, tokens for names, no folded lines, one
+Content-Length, not both it and Transfer-Encoding), so nothing the gateway forwards can carry
+a line of its own. Where llhttp is lenient, this module checks on its own: the request line
+(one space between its parts, HTTP/1.0 or 1.1 only), the size of a head (llhttp has no
+limit), a Transfer-Encoding other than `chunked`, and the number of chunks of a body.
 """
 
 from __future__ import annotations
@@ -28,36 +30,69 @@ import json
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+import httptools
+
 log = logging.getLogger(__name__)
 
+# A head is refused once more than this has arrived after the read it began in (llhttp
+# itself sets no limit; what a single read holds is bounded by the event loop's read size).
 MAX_HEAD_BYTES = 64 * 1024
-# A chunk-size line (hex size and extensions) or a trailer section longer than this is refused.
-MAX_CHUNK_LINE_BYTES = 4 * 1024
 # Content-Length of a head whose body is chunked: the body's size is not known yet.
 CHUNKED = -1
-# Chunks per body: each costs a trip through a Python loop, so a body cut into millions of
-# one-byte chunks would hold the event loop for seconds. Real clients send far fewer.
+# Chunks per body: each costs a trip through a Python callback, so a body cut into millions
+# of one-byte chunks would hold the event loop for seconds. Real clients send far fewer.
 MAX_CHUNKS = 65_536
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 
-# RFC 9110 5.6.2: a method and a field name are tokens.
-_TOKEN_CHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_TOKEN = re.compile(_TOKEN_CHARS)
-# A well-formed request line and field section, each matched in one call (the usual case);
-# what fails is looked at line by line for the reason.
-_REQUEST_LINE = re.compile(rf"({_TOKEN_CHARS}) ([^\x00-\x20\x7f]+) (HTTP/1\.[01])")
-_FIELDS = re.compile(rf"(?:{_TOKEN_CHARS}:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
+# RFC 9112 3: a request line is method SP request-target SP HTTP-version, one space each.
+# llhttp also takes several spaces and HTTP/0.9's line without a version; checked here when a
+# request starts a read (the usual case; llhttp's own checks hold for the rest).
+_REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [^\x00-\x20\x7f]+ HTTP/1\.[01]")
 # RFC 9110 5.5, RFC 9112 2.2: a head holds no control character but HTAB, and CR only as the
 # CR LF that ends a line (searched with every CR LF replaced by a HTAB).
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # Fields that must not repeat: two lengths are how requests are smuggled (RFC 9112 6.3).
 _SINGLETONS = frozenset({"content-length", "transfer-encoding"})
-_VERSIONS = frozenset({"HTTP/1.1", "HTTP/1.0"})
+_VERSIONS = frozenset({"1.1", "1.0"})
+# llhttp's reasons, in the words this server's answers use (clients and tests match them).
+_LLHTTP_REASONS = {
+    "Invalid character in Content-Length": "bad Content-Length",
+    "Empty Content-Length": "bad Content-Length",
+    "Content-Length overflow": "bad Content-Length",
+    "Duplicate Content-Length": "more than one content-length header",
+    "Content-Length can't be present with Transfer-Encoding": (
+        "both Transfer-Encoding and Content-Length"
+    ),
+    "Invalid `Transfer-Encoding` header value": (
+        "this Transfer-Encoding is not supported; send the body with a Content-Length or chunked"
+    ),
+    "Invalid character in chunk size": "bad chunk size",
+    "Invalid character in chunk extensions": "bad chunk size",
+    "Chunk size overflow": "chunk-size line too long (its size does not fit in 64 bits)",
+    "Expected LF after chunk data": "chunk data longer than its size",
+    "Expected CRLF after chunk": "chunk data longer than its size",
+    "Missing expected CR after header value": (
+        "control character in the request head (a bare LF inside a line)"
+    ),
+    "Missing expected LF after header value": (
+        "control character in the request head (a bare CR inside a line)"
+    ),
+    "Invalid header value char": "control character in a header value",
+    "Unexpected whitespace after header value": "bad header line (a folded line)",
+    "Invalid header field char": "bad header line",
+}
+
+# Field names as sent, lower-cased: the usual few are decoded once (bounded: clients name
+# fields as they like).
+_NAMES: dict[bytes, str] = {}
+_MAX_NAMES = 256
+_METHODS = {method.encode(): method for method in ("GET", "POST", "PUT", "DELETE", "HEAD")}
 
 # What a connection is waiting for, and so which deadline applies to it.
 IDLE = 0  # the next request on a kept-alive connection: keep_alive_timeout
@@ -65,6 +100,40 @@ HEAD = 1  # the rest of a request head: header_timeout
 BODY = 2  # the rest of a request body: body_timeout
 BUSY = 3  # its handler's answer: no client deadline
 DISCARD = 4  # the rest of a refused body: body_timeout, then closed
+
+
+class _Refused(Exception):
+    """Raised from a parser callback: the request is answered `status` and the connection
+    closed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _reason(exc: Exception, data: bytes) -> str:
+    """What makes a request malformed, from llhttp's error and the read it failed in."""
+    reason = str(exc)
+    if isinstance(exc, httptools.HttpParserInvalidMethodError):
+        return f"bad request line (unknown method; {reason})"
+    if isinstance(exc, httptools.HttpParserInvalidURLError):
+        return f"bad request line (bad request target; {reason})"
+    ours = _LLHTTP_REASONS.get(reason)
+    if ours is None and reason == "Invalid header token":
+        # A field name that is not a token: a control character in it, or a space or
+        # separator (no whitespace before the colon, RFC 9112 5.1). The offending byte is in
+        # this read, since llhttp stops at it.
+        head = data.partition(b"\r\n\r\n")[0].replace(b"\r\n", b"\t")
+        control = _CONTROL.search(head)
+        ours = (
+            f"control character {control.group()!r} in the request head (a bare CR or LF, "
+            f"or NUL, inside a line)"
+            if control is not None
+            else "bad header line (a field name is a token, with no space before its colon)"
+        )
+    if ours is None and reason.startswith("Expected") and "version" in reason.lower():
+        ours = "bad request line"
+    return f"{ours} ({reason})" if ours is not None else reason
 
 
 class HttpRequest:
@@ -104,17 +173,30 @@ def json_response(data: Any, status: int = 200) -> HttpResponse:
     return HttpResponse(status, json.dumps(data).encode(), {"Content-Type": "application/json"})
 
 
+# Encoded status line and fields of the answers sent, by (status, close, fields...): the
+# gateway sends a handful of distinct ones, so a request's head is one lookup and one format.
+# Bounded, since a field's value may come from a client or a model.
+_HEADS: dict[tuple[Any, ...], bytes] = {}
+_MAX_HEADS = 1024
+
+
 def encode_response(
     status: int, body: bytes, headers: dict[str, str] | None, *, close: bool = False
 ) -> bytes:
-    parts = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"]
-    if headers:
-        for key, value in headers.items():
-            parts.append(f"{key}: {value}\r\n")
-    if close:
-        parts.append("Connection: close\r\n")
-    parts.append(f"Content-Length: {len(body)}\r\n\r\n")
-    return "".join(parts).encode("latin-1") + body
+    key = (status, close, *headers.items()) if headers else (status, close)
+    head = _HEADS.get(key)
+    if head is None:
+        parts = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"]
+        if headers:
+            for name, value in headers.items():
+                parts.append(f"{name}: {value}\r\n")
+        if close:
+            parts.append("Connection: close\r\n")
+        head = "".join(parts).encode("latin-1")
+        if len(_HEADS) >= _MAX_HEADS:
+            _HEADS.clear()
+        _HEADS[key] = head
+    return b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body)
 
 
 AsyncHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
@@ -150,43 +232,77 @@ class Router:
 
 
 class HttpConnection(asyncio.Protocol):
-    """One client connection."""
+    """One client connection: llhttp's callbacks build requests, handled one at a time."""
 
     __slots__ = (
         "server",
         "transport",
-        "buffer",
+        "parser",
         "busy",
         "closing",
-        "_head",
-        "_keep_alive",
-        "_discard",
-        "_chunks",
-        "_chunk_count",
-        "_eof",
+        "pending",
         "phase",
         "deadline",
         "write_paused",
         "send_deadline",
+        "_keep_alive",
+        "_next_keep_alive",
+        "_in_message",
+        "_in_body",
+        "_head_bytes",
+        "_head_fresh",
+        "_url",
+        "_headers",
+        "_body",
+        "_size",
+        "_chunk_count",
+        "_continue_due",
+        "_discard",
+        "_draining",
+        "_ignoring",
+        "_read_paused",
+        "_line_checked",
+        "_eof",
     )
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
+        self.parser = httptools.HttpRequestParser(self)
         self.busy = False
         self.closing = False
-        self._head: tuple[str, str, str, dict[str, str], int] | None = None
-        self._keep_alive = True
-        self._discard = 0
-        # The decoded part of a chunked body still arriving.
-        self._chunks: bytearray | None = None
-        self._chunk_count = 0
-        self._eof = False
+        # Requests complete while an earlier one is being answered (pipelined), each with
+        # whether its connection stays open; or a refusal due after them (then closed).
+        self.pending: deque[tuple[HttpRequest, bool] | HttpResponse] = deque()
         self.phase = HEAD
         self.deadline = 0.0
         self.write_paused = False
         self.send_deadline = 0.0
+        self._keep_alive = True
+        self._next_keep_alive = True
+        self._in_message = False
+        self._in_body = False
+        self._head_bytes = 0
+        self._head_fresh = False
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._size = 0
+        self._chunk_count = 0
+        self._continue_due = False
+        # Bytes of a refused body still read (so the client sees the answer), or -1.
+        self._discard = -1
+        self._draining = False
+        # A refusal waits behind answers due first: nothing more from the client is read.
+        self._ignoring = False
+        # Reading paused while requests wait in `pending` (not by flow control: that is
+        # `write_paused`).
+        self._read_paused = False
+        # The request line of the request being parsed matched _REQUEST_LINE (version too).
+        self._line_checked = False
+        self._eof = False
+
+    # -- the transport ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -205,6 +321,7 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.transport = None
+        self.pending.clear()
         self.server.connections.discard(self)
 
     def pause_writing(self) -> None:
@@ -213,6 +330,7 @@ class HttpConnection(asyncio.Protocol):
         self.write_paused = True
         self.send_deadline = time.monotonic() + self.server.body_timeout
         if self.transport is not None:
+            self._read_paused = True
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
@@ -220,9 +338,16 @@ class HttpConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or self.closing or self.busy:
             return
-        transport.resume_reading()
-        if self.buffer:
-            self._next()
+        self._drain()
+        if not self.busy and not self.pending and not self.closing:
+            self._read_paused = False
+            transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        """The client has sent all it will (a half-close): answer what it sent, then close."""
+        self._eof = True
+        # True keeps the transport open for the answers under way; respond() closes it after.
+        return self.busy
 
     def expire(self, now: float) -> None:
         """Past a deadline (the sweeper calls): cut the connection, answering 408 when the
@@ -236,7 +361,7 @@ class HttpConnection(asyncio.Protocol):
         phase = self.phase
         if phase == BUSY or self.deadline >= now:
             return
-        if (phase == HEAD and self.buffer) or phase == BODY:
+        if (phase == HEAD and self._in_message) or phase == BODY:
             part, limit = (
                 ("head", self.server.header_timeout)
                 if phase == HEAD
@@ -248,193 +373,102 @@ class HttpConnection(asyncio.Protocol):
                     "Message": f"the request {part} did not arrive within {limit:g}s",
                 }
             ).encode()
-            self._head = self._chunks = None
-            self.buffer.clear()
             self._write(408, body, {"Content-Type": "application/json"}, close=True)
         else:
             self.closing = True
             transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if self._discard:
-            # The body of a refused request: read it so the client sees the answer, then close.
-            self._discard -= min(self._discard, len(data))
-            if not self._discard and self.transport is not None:
-                self.transport.close()
+        if self._ignoring or (self.closing and self._discard < 0):
             return
-        self.buffer += data
-        if not self.busy:
-            self._next()
-        elif len(self.buffer) > self.server.max_body + MAX_HEAD_BYTES and self.transport:
-            # A client far ahead of its answers: stop reading until it catches up.
-            self.transport.pause_reading()
-
-    def _next(self) -> None:
-        buffer = self.buffer
-        if self._head is None:
-            if self.phase != HEAD:
-                # The first bytes of a request: its head is due within header_timeout.
-                self.phase = HEAD
-                self.deadline = time.monotonic() + self.server.header_timeout
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > MAX_HEAD_BYTES:
-                    self._fail(431, "request head too large")
-                return
-            try:
-                self._head = self._parse_head(bytes(buffer[:end]))
-            except ValueError as exc:
-                self._fail(400, f"malformed request: {exc}")
-                return
-            del buffer[: end + 4]
-            method, path, query, headers, length = self._head
-            if length > self.server.max_body:
-                self._refuse_too_large(length, max(length - len(buffer), 0))
-                return
-            if length == CHUNKED:
-                self._chunks = bytearray()
-                self._chunk_count = 0
-            if length == CHUNKED or length > len(buffer):
-                self.phase = BODY
-                self.deadline = time.monotonic() + self.server.body_timeout
-                if (
-                    headers.get("expect", "").lower() == "100-continue"
-                    and self.transport is not None
-                ):
-                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        method, path, query, headers, length = self._head
-        if length == CHUNKED:
-            try:
-                body = self._read_chunks()
-            except ValueError as exc:
-                self._fail(400, f"malformed chunked body: {exc}")
-                return
-            if body is None:
-                return
-        else:
-            if len(buffer) < length:
-                return
-            body = bytes(buffer[:length])
-            del buffer[:length]
-        self._head = None
-        self.busy = True
-        self.phase = BUSY
-        self.server.dispatch(self, HttpRequest(method, path, query, headers, body))
-
-    def _refuse_too_large(self, length: int | None, discard: int) -> None:
-        """Answer 413 now; read and drop the next `discard` bytes the client is still sending,
-        so that it reads the answer rather than a reset connection; then close."""
-        self._head = self._chunks = None
-        self.buffer.clear()
-        self._discard = discard
-        self.phase = DISCARD
-        self.deadline = time.monotonic() + self.server.body_timeout
-        self.closing = True
-        response = self.server.too_large(length)
-        self._write(response.status, response.body, response.headers, close=not discard)
-
-    def _read_chunks(self) -> bytes | None:
-        """Decode the chunks in the buffer; the whole body once its last chunk is in.
-
-        Answers 413 as soon as the decoded body passes the limit; raises ValueError for a body
-        that is not valid chunked coding or comes in more than `MAX_CHUNKS` pieces.
-        """
-        buffer = self.buffer
-        chunks = self._chunks
-        assert chunks is not None
-        pos = 0  # Consumed bytes are deleted once, on the way out: never per chunk.
+        if not self._in_message and self._discard < 0:
+            # A request starts this read: its request line, where llhttp is lenient.
+            end = data.find(b"\r\n")
+            if end >= 0:
+                if _REQUEST_LINE.fullmatch(data, 0, end) is None:
+                    self._refuse(400, f"malformed request: bad request line {data[:end][:60]!r}")
+                    return
+                self._line_checked = True
         try:
-            while True:
-                eol = buffer.find(b"\r\n", pos)
-                if eol < 0:
-                    if len(buffer) - pos > MAX_CHUNK_LINE_BYTES:
-                        raise ValueError("chunk-size line too long")
-                    return None
-                if eol - pos > MAX_CHUNK_LINE_BYTES:
-                    raise ValueError("chunk-size line too long")
-                size_text = bytes(buffer[pos:eol]).split(b";", 1)[0].strip()
-                if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
-                    raise ValueError(f"bad chunk size {bytes(buffer[pos:eol])[:40]!r}")
-                size = int(size_text, 16)
-                if size == 0:
-                    # The last chunk, then trailer fields (ignored) up to an empty line.
-                    if buffer[eol + 2 : eol + 4] == b"\r\n":
-                        pos = eol + 4
-                    else:
-                        end = buffer.find(b"\r\n\r\n", eol + 2)
-                        if end < 0:
-                            if len(buffer) - eol > MAX_CHUNK_LINE_BYTES:
-                                raise ValueError("trailer section too long")
-                            return None
-                        pos = end + 4
-                    self._chunks = None
-                    return bytes(chunks)
-                if len(chunks) + size > self.server.max_body:
-                    # The rest is of unknown length: swallow at most as much again.
-                    pos = 0
-                    self._refuse_too_large(None, self.server.max_body)
-                    return None
-                start = eol + 2
-                if len(buffer) < start + size + 2:
-                    return None
-                if buffer[start + size : start + size + 2] != b"\r\n":
-                    raise ValueError("chunk data longer than its size")
-                self._chunk_count += 1
-                if self._chunk_count > MAX_CHUNKS:
-                    raise ValueError(f"more than {MAX_CHUNKS} chunks")
-                chunks += buffer[start : start + size]
-                pos = start + size + 2
-        finally:
-            del buffer[:pos]
-
-    @staticmethod
-    def _refuse_head(head: bytes) -> None:
-        """Raise ValueError saying what makes `head` malformed."""
-        control = _CONTROL.search(head.replace(b"\r\n", b"\t"))
-        if control is not None:
-            raise ValueError(
-                f"control character {control.group()!r} in the request head (a bare CR or LF, "
-                f"or NUL, inside a line)"
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Refused):
+                self._refuse(cause.status, str(cause))
+            elif isinstance(cause, ValueError):
+                self._refuse(400, f"malformed request: {cause}")
+            else:
+                raise
+            return
+        except httptools.HttpParserUpgrade:
+            # llhttp stops at an Upgrade or CONNECT, the body unread: none is served here.
+            self._refuse(
+                400,
+                "malformed request: protocol upgrades (Upgrade, CONNECT) are not supported; "
+                "send the request without them",
             )
-        lines = head.decode("latin-1").split("\r\n")
-        request_line = lines[0].split(" ")
-        if (
-            len(request_line) != 3
-            or request_line[2] not in _VERSIONS
-            or not request_line[1]
-            or not _TOKEN.fullmatch(request_line[0])
-        ):
-            raise ValueError(f"bad request line {lines[0][:60]!r}")
-        for line in lines[1:]:
-            key, sep, _ = line.partition(":")
-            # A field name is a token: no whitespace before its colon, no folded lines.
-            if not sep or not _TOKEN.fullmatch(key):
-                raise ValueError(f"bad header line {line[:40]!r}")
-        raise ValueError("malformed request head")
+            return
+        except httptools.HttpParserError as exc:
+            if self._discard >= 0:
+                self._close()
+            else:
+                self._refuse(400, f"malformed request: {_reason(exc, data)}")
+            return
+        if self._in_message and not self._in_body:
+            # A head still arriving: counted from the read after the one it began in.
+            if self._head_fresh:
+                self._head_fresh = False
+            else:
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    self._refuse(431, "request head too large")
 
-    def _parse_head(self, head: bytes) -> tuple[str, str, str, dict[str, str], int]:
-        text = head.decode("latin-1")
-        line_end = text.find("\r\n")
-        if line_end < 0:
-            line_end = len(text)
-        request_line = _REQUEST_LINE.fullmatch(text, 0, line_end)
-        if request_line is None or not _FIELDS.fullmatch(text[line_end + 2 :] + "\r\n"):
-            self._refuse_head(head)
-        assert request_line is not None
-        method, target, version = request_line.groups()
-        headers: dict[str, str] = {}
-        for line in text[line_end + 2 :].split("\r\n") if line_end < len(text) else ():
-            key, _, value = line.partition(":")
-            key = key.lower()
-            value = value.strip(" \t")
-            if key in headers:
-                if key in _SINGLETONS:
-                    raise ValueError(f"more than one {key} header")
-                # RFC 9110 5.3: repeated fields are one comma-separated list.
-                value = f"{headers[key]}, {value}"
-            headers[key] = value
-        coding = headers.get("transfer-encoding")
-        if coding is not None:
+    # -- llhttp's callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_message = True
+        self._in_body = False
+        self._head_bytes = 0
+        self._head_fresh = True
+        self._url = b""
+        self._headers = {}
+        self._body = []
+        self._size = 0
+        if not self.busy:
+            # The first bytes of a request: its head is due within header_timeout.
+            self.phase = HEAD
+            self.deadline = time.monotonic() + self.server.header_timeout
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = _NAMES.get(name)
+        if key is None:
+            key = name.decode("latin-1").lower()
+            if len(_NAMES) < _MAX_NAMES:
+                _NAMES[name] = key
+        # llhttp drops the whitespace before a value, not after it (RFC 9110 5.5: OWS).
+        text = value.decode("latin-1").rstrip(" \t")
+        headers = self._headers
+        if key in headers:
+            if key in _SINGLETONS:
+                raise ValueError(f"more than one {key} header")
+            # RFC 9110 5.3: repeated fields are one comma-separated list.
+            text = f"{headers[key]}, {text}"
+        headers[key] = text
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        if self._line_checked:
+            self._line_checked = False  # Its version too.
+        else:
+            version = parser.get_http_version()
+            if version not in _VERSIONS:
+                raise ValueError(f"bad request line (HTTP/{version} is not served)")
+        headers = self._headers
+        if "transfer-encoding" in headers:
+            coding = headers["transfer-encoding"]
             if coding.lower() != "chunked":
                 raise ValueError(
                     f"Transfer-Encoding {coding!r} is not supported; send the body with a "
@@ -444,41 +478,182 @@ class HttpConnection(asyncio.Protocol):
                 # RFC 9112 6.3: a message with both may be an attempt at request smuggling.
                 raise ValueError("both Transfer-Encoding and Content-Length")
             length = CHUNKED
+            self._chunk_count = 0
         else:
-            length_text = headers.get("content-length", "0") or "0"
-            if not length_text.isdigit():
-                raise ValueError(f"bad Content-Length {length_text[:40]!r}")
-            length = int(length_text)
-        connection = headers.get("connection", "").lower()
-        self._keep_alive = (
-            connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
-        )
+            length_text = headers.get("content-length")
+            length = int(length_text) if length_text else 0  # Digits only: llhttp checked.
+        self._in_body = True
+        self._next_keep_alive = parser.should_keep_alive()
+        if length > self.server.max_body:
+            if self.busy:
+                raise _Refused(413, "request payload too large")
+            self._refuse_too_large(length)
+            return
+        if length and not self.busy:
+            self.phase = BODY
+            self.deadline = time.monotonic() + self.server.body_timeout
+        if length and headers.get("expect", "").lower() == "100-continue":
+            if self.busy:
+                self._continue_due = True  # After the answers due first.
+            elif self.transport is not None:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_chunk_header(self) -> None:
+        self._chunk_count += 1
+        if self._chunk_count > MAX_CHUNKS:
+            raise ValueError(f"more than {MAX_CHUNKS} chunks in the body")
+
+    def on_body(self, body: bytes) -> None:
+        if self._discard >= 0:
+            self._discard -= len(body)
+            if self._discard <= 0:
+                self._close()
+            return
+        self._size += len(body)
+        if self._size > self.server.max_body:
+            # A chunked body past the limit: the rest is of unknown length.
+            if self.busy:
+                raise _Refused(413, "request payload too large")
+            self._refuse_too_large(None)
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._in_message = self._in_body = False
+        if self._discard >= 0:
+            self._close()  # The refused body is all in: the answer is out already.
+            return
+        if self.closing or self.parser.should_upgrade():
+            return  # An upgrade: refused once llhttp stops (data_received).
+        target = self._url.decode("latin-1")
         path, _, query = target.partition("?")
         if "%" in path:
             path = unquote(path)
-        return method, path, query, headers, length
+        body = self._body
+        method = self.parser.get_method()
+        request = HttpRequest(
+            _METHODS.get(method) or method.decode("latin-1"),
+            path,
+            query,
+            self._headers,
+            (body[0] if len(body) == 1 else b"".join(body)) if body else b"",
+        )
+        if self.busy or self.pending:
+            self.pending.append((request, self._next_keep_alive))
+            if self.transport is not None:
+                self._read_paused = True
+                self.transport.pause_reading()  # One queued request is enough.
+            return
+        self._start(request, self._next_keep_alive)
+
+    def _start(self, request: HttpRequest, keep_alive: bool) -> None:
+        """Hand `request` to its handler; a handler's failure is answered 500, not taken for
+        the client's (it would otherwise surface as a parse error)."""
+        self._keep_alive = keep_alive
+        self.busy = True
+        self.phase = BUSY
+        try:
+            self.server.dispatch(self, request)
+        except Exception as exc:
+            log.exception("%s %s failed", request.method, request.path)
+            if self.busy:
+                response = json_response(
+                    {"ErrorCode": "InternalFailure", "Message": f"internal error: {exc}"}, 500
+                )
+                self.respond(response.status, response.body, response.headers)
+
+    # -- answers ----------------------------------------------------------------------------
 
     def respond(self, status: int, body: bytes, headers: dict[str, str] | None) -> None:
-        """Answer the current request; then read the next one from the buffer."""
-        self._write(status, body, headers, close=not self._keep_alive)
-        self.busy = False
-        self.phase = IDLE
-        self.deadline = time.monotonic() + self.server.keep_alive_timeout
+        """Answer the current request; then take the next one."""
         transport = self.transport
-        if self.write_paused:
-            pass  # resume_writing() reads on once the client has caught up.
-        elif transport is not None and not self.closing and not transport.is_reading():
-            transport.resume_reading()
-        if self.buffer and not self.closing and not self.write_paused:
-            self._next()
-        if self._eof and not self.busy and transport is not None:
+        self.busy = False
+        if transport is None:
+            return
+        if self._keep_alive and not self.closing:
+            transport.write(encode_response(status, body, headers))
+        else:
+            self._write(status, body, headers, close=True)
+        if self.pending:
+            self._drain()
+            if self.busy or self.closing:
+                return
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        if self._in_body:
+            self.phase = BODY
+            self.deadline = time.monotonic() + self.server.body_timeout
+            if self._continue_due:
+                self._continue_due = False
+                transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        elif self._in_message:
+            self.phase = HEAD
+            self.deadline = time.monotonic() + self.server.header_timeout
+        else:
+            self.phase = IDLE
+            self.deadline = time.monotonic() + self.server.keep_alive_timeout
+        if self._eof:
             transport.close()
+        elif self._read_paused and not self.write_paused and not self.pending:
+            # resume_writing() reads on once a slow client has caught up.
+            self._read_paused = False
+            transport.resume_reading()
 
-    def eof_received(self) -> bool:
-        """The client has sent all it will (a half-close): answer what it sent, then close."""
-        self._eof = True
-        # True keeps the transport open for the answer under way; respond() closes it after.
-        return self.busy
+    def _drain(self) -> None:
+        """Take the queued requests in order until one is under way (a loop, not recursion:
+        a read may hold thousands of small pipelined requests, each answered at once)."""
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            pending = self.pending
+            while pending and not self.busy and not self.closing and not self.write_paused:
+                item = pending.popleft()
+                if isinstance(item, HttpResponse):
+                    self._write(item.status, item.body, item.headers, close=True)
+                    return
+                request, keep_alive = item
+                self._start(request, keep_alive)
+        finally:
+            self._draining = False
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer `status` and close: at once, or after the answers due first (then nothing
+        more is read)."""
+        if self.busy or self.pending:
+            self.pending.append(
+                self.server.too_large(None) if status == 413 else _bad_request(status, message)
+            )
+            self._ignoring = True
+            self._in_message = self._in_body = False
+            if self.transport is not None:
+                self._read_paused = True
+                self.transport.pause_reading()
+            return
+        self._fail(status, message)
+
+    def _refuse_too_large(self, length: int | None) -> None:
+        """Answer 413 now; read and drop the rest of the body (at most the limit again, for a
+        chunked one), so that the client reads the answer rather than a reset; then close."""
+        self._discard = length if length is not None else self.server.max_body
+        self._body = []
+        self.phase = DISCARD
+        self.deadline = time.monotonic() + self.server.body_timeout
+        response = self.server.too_large(length)
+        if self.transport is not None:
+            self.transport.write(
+                encode_response(response.status, response.body, response.headers, close=True)
+            )
+        self.closing = True  # Nothing after this request is answered.
+        if not self._in_message or self._discard == 0:
+            self._close()
+
+    def _close(self) -> None:
+        self.closing = True
+        self._discard = -1
+        if self.transport is not None:
+            self.transport.close()
 
     def _write(
         self, status: int, body: bytes, headers: dict[str, str] | None, *, close: bool
@@ -486,14 +661,18 @@ class HttpConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        transport.write(encode_response(status, body, headers, close=close or self.closing))
+        close = close or self.closing
+        transport.write(encode_response(status, body, headers, close=close))
         if close:
-            self.closing = True
-            transport.close()
+            self._close()
 
     def _fail(self, status: int, message: str) -> None:
-        body = json.dumps({"ErrorCode": "BadRequest", "Message": message}).encode()
-        self._write(status, body, {"Content-Type": "application/json"}, close=True)
+        response = _bad_request(status, message)
+        self._write(response.status, response.body, response.headers, close=True)
+
+
+def _bad_request(status: int, message: str) -> HttpResponse:
+    return json_response({"ErrorCode": "BadRequest", "Message": message}, status)
 
 
 def _overloaded() -> HttpResponse:

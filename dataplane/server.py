@@ -43,7 +43,12 @@ from dataplane.metrics import MetricsError
 from dataplane.payload import check_inference_request, decode_body
 from dataplane.stores import check_name, is_package_name
 from dataplane.supervisor import error_text
-from dataplane.upstream import UpstreamError, UpstreamPool, UpstreamResponse, _Connection
+from dataplane.upstream import (
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamResponse,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +103,7 @@ class InvocationHandler:
         self.max_body = gateway.settings.max_request_bytes
         # Fast-path requests under way and their deadlines; one sweeper enforces them all,
         # cheaper than a timer per request.
-        self._waiting: dict[_Connection, float] = {}
+        self._waiting: dict[UpstreamConnection, float] = {}
         self._sweeper: asyncio.Future[None] | None = None
 
     async def _sweep(self) -> None:
@@ -174,7 +179,7 @@ class InvocationHandler:
         target: str,
         model: LoadedModel,
         pool: UpstreamPool,
-        upstream: _Connection,
+        upstream: UpstreamConnection,
         body: bytes,
         headers: dict[str, str],
         started: float,

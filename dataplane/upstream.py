@@ -1,9 +1,11 @@
 """A small keep-alive HTTP/1.1 client for the gateway's calls to its own Triton server.
 
-Triton is on loopback and answers every request with a Content-Length (or chunked) body,
-so a pool of raw asyncio connections that write one request and read one response does
-the job at a fraction of a general client's cost per request; the invocation path spends
-most of its time here.
+Triton is on a local socket and answers every request with a Content-Length (or chunked)
+body, so a pool of raw asyncio connections that write one request and read one response
+does the job at a fraction of a general client's cost per request (aiohttp's session,
+request and response objects cost more than the whole round trip here); the invocation path
+spends most of its time here. Responses are parsed by llhttp (`httptools`), as requests are
+by the gateway's server.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import httptools
 
 
 class UpstreamError(Exception):
@@ -34,19 +38,29 @@ class UpstreamResponse:
     body: bytes
 
 
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection: at most one request at a time."""
+# Field names as Triton sends them, lower-cased once (bounded all the same).
+_NAMES: dict[bytes, str] = {}
+_MAX_NAMES = 64
+
+Answered = Callable[[UpstreamResponse | None, UpstreamError | None], None]
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One keep-alive connection: at most one request at a time.
+
+    Taken from the pool with `UpstreamPool.acquire_idle()` (or by `UpstreamPool.request`),
+    given back with `UpstreamPool.release()` once its answer is in.
+    """
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
+        self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[UpstreamResponse] | None = None
-        self.callback: Callable[[UpstreamResponse | None, UpstreamError | None], None] | None = None
+        self.callback: Answered | None = None
         self.closed = False
-        self._status = 0
         self._headers: dict[str, str] | None = None
-        self._length = -1
-        self._chunked = False
+        self._body: list[bytes] = []
+        self._status = 0
         self._keep_alive = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -55,9 +69,14 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self._pending():
-            if self._headers is not None and self._length < 0 and not self._chunked:
-                # A body delimited by the end of the connection.
-                self._finish(bytes(self.buffer))
+            headers = self._headers
+            if (
+                headers is not None
+                and "content-length" not in headers
+                and "transfer-encoding" not in headers
+            ):
+                # A body delimited by the end of the connection (llhttp waits for more).
+                self._finish()
             else:
                 self._fail(
                     UpstreamError(f"Triton closed the connection: {exc or 'EOF'}", sent=True)
@@ -74,16 +93,12 @@ class _Connection(asyncio.Protocol):
         elif self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(error)
 
-    def request_with_callback(
-        self,
-        data: bytes,
-        callback: Callable[[UpstreamResponse | None, UpstreamError | None], None],
-    ) -> None:
+    def request_with_callback(self, data: bytes, callback: Answered) -> None:
         """Send `data`; `callback(response, None)` or `callback(None, error)` runs once."""
         self.waiter = None
         self.callback = callback
         self._headers = None
-        self.buffer.clear()
+        self._body = []
         assert self.transport is not None
         self.transport.write(data)
 
@@ -97,68 +112,62 @@ class _Connection(asyncio.Protocol):
         self.callback = None
         self.waiter = loop.create_future()
         self._headers = None
-        self.buffer.clear()
+        self._body = []
         assert self.transport is not None
         self.transport.write(data)
         return self.waiter
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if not self._pending():
-            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            # Not HTTP, or more than was asked for: the connection cannot be trusted again.
+            self.close()
+            self._fail(UpstreamError(f"malformed response from Triton: {exc}", sent=True))
+
+    # -- llhttp's callbacks -----------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = {}
+        key = _NAMES.get(name)
+        if key is None:
+            key = name.decode("latin-1").lower()
+            if len(_NAMES) < _MAX_NAMES:
+                _NAMES[name] = key
+        headers[key] = value.decode("latin-1").rstrip(" \t")
+
+    def on_headers_complete(self) -> None:
         if self._headers is None:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            self._parse_head(bytes(self.buffer[:end]))
-            del self.buffer[: end + 4]
-        if self._chunked:
-            self._try_chunked()
-        elif self._length >= 0 and len(self.buffer) >= self._length:
-            self._finish(bytes(self.buffer[: self._length]))
+            self._headers = {}
+        parser = self.parser
+        self._status = parser.get_status_code()
+        self._keep_alive = parser.should_keep_alive()
 
-    def _parse_head(self, head: bytes) -> None:
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        self._status = int(parts[1])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            key, _, value = line.partition(":")
-            headers[key.strip().lower()] = value.strip()
-        self._headers = headers
-        self._length = int(headers.get("content-length", "-1"))
-        self._chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-        self._keep_alive = headers.get("connection", "").lower() != "close"
-        if self._length < 0 and not self._chunked and self._status in (204, 304):
-            self._length = 0
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
 
-    def _try_chunked(self) -> None:
-        body = bytearray()
-        pos = 0
-        buf = self.buffer
-        while True:
-            eol = buf.find(b"\r\n", pos)
-            if eol < 0:
-                return
-            size = int(bytes(buf[pos:eol]).split(b";", 1)[0], 16)
-            start = eol + 2
-            if size == 0:
-                if buf.find(b"\r\n", start) < 0:
-                    return
-                self._finish(bytes(body))
-                return
-            if len(buf) < start + size + 2:
-                return
-            body += buf[start : start + size]
-            pos = start + size + 2
+    def on_message_complete(self) -> None:
+        if self.callback is None and (self.waiter is None or self.waiter.done()):
+            # An answer to no request: the connection is out of step.
+            self.close()
+            return
+        self._finish()
 
-    def _finish(self, body: bytes) -> None:
-        assert self._headers is not None
-        self.buffer.clear()
+    def _finish(self) -> None:
+        headers = self._headers
+        assert headers is not None
+        body = self._body
+        self._body = []
         if not self._keep_alive and self.transport is not None:
             self.transport.close()
             self.closed = True
-        response = UpstreamResponse(self._status, self._headers, body)
+        response = UpstreamResponse(
+            self._status,
+            headers,
+            (body[0] if len(body) == 1 else b"".join(body)) if body else b"",
+        )
         callback = self.callback
         if callback is not None:
             self.callback = None
@@ -183,17 +192,17 @@ class UpstreamPool:
         # Set for a sandboxed Triton, which listens on a Unix socket (host names the Host header).
         self.unix_path = unix_path
         self.max_idle = max_idle
-        self._idle: deque[_Connection] = deque()
+        self._idle: deque[UpstreamConnection] = deque()
         self._host_header = f"Host: {host}:{port}\r\n".encode()
         self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...]], bytes] = {}
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
         try:
             if self.unix_path is not None:
-                _, conn = await loop.create_unix_connection(_Connection, self.unix_path)
+                _, conn = await loop.create_unix_connection(UpstreamConnection, self.unix_path)
             else:
-                _, conn = await loop.create_connection(_Connection, self.host, self.port)
+                _, conn = await loop.create_connection(UpstreamConnection, self.host, self.port)
         except OSError as exc:
             raise UpstreamError(f"cannot connect to Triton: {exc}", sent=False) from exc
         return conn
@@ -213,7 +222,7 @@ class UpstreamPool:
             self._heads[key] = head
         return b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body)
 
-    def acquire_idle(self) -> _Connection | None:
+    def acquire_idle(self) -> UpstreamConnection | None:
         """A kept-alive connection ready for a request, or None (then connect asynchronously)."""
         idle = self._idle
         while idle:
@@ -222,7 +231,7 @@ class UpstreamPool:
                 return conn
         return None
 
-    def release(self, conn: _Connection) -> None:
+    def release(self, conn: UpstreamConnection) -> None:
         if not conn.closed and len(self._idle) < self.max_idle:
             self._idle.append(conn)
         else:
@@ -253,6 +262,11 @@ class UpstreamPool:
             raise
         self.release(conn)
         return response
+
+    @property
+    def idle_connections(self) -> int:
+        """Kept-alive connections ready for a request."""
+        return sum(1 for conn in self._idle if not conn.closed)
 
     def close(self) -> None:
         while self._idle:

@@ -342,3 +342,46 @@ def test_a_client_that_does_not_read_its_answers_is_cut(bounded):
         assert not server.connections  # Aborted, its queued answers dropped.
     finally:
         sock.close()
+
+
+def test_pipelined_requests_are_answered_in_order_a_refusal_last(port):
+    wire = (
+        post(b"one", "Content-Length: 3\r\n")
+        + post(b"two", "Content-Length: 3\r\n")
+        + post(b"", "Content-Length: 1e3\r\n")
+        + post(b"never", "Content-Length: 5\r\n")
+    )
+    [first, second, (status, answer)] = answers(exchange(port, wire))
+    assert [first, second] == [(200, expected(b"one")), (200, expected(b"two"))]
+    assert status == 400
+    assert "bad Content-Length" in answer["Message"]
+
+
+def test_an_upgrade_is_refused_not_served_without_its_body(port):
+    wire = post(b"ok", "Content-Length: 2\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n")
+    [(status, answer)] = answers(exchange(port, wire))
+    assert status == 400
+    assert "upgrade" in answer["Message"]
+
+
+def test_a_head_that_keeps_growing_is_refused_with_431(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        received = b""
+        try:
+            for _ in range(10):
+                time.sleep(0.05)  # Each piece its own read.
+                sock.sendall(b"v" * 40_000)
+        except OSError:
+            pass  # Refused and closed while sending.
+        received, _ = read_all(sock)
+    [(status, answer)] = answers(received)
+    assert status == 431
+    assert "head too large" in answer["Message"]
+
+
+def test_an_http_1_0_request_is_answered_and_closed(port):
+    wire = b"POST /echo HTTP/1.0\r\nContent-Length: 2\r\n\r\nok"
+    raw = exchange(port, wire)
+    assert b"Connection: close" in raw
+    assert answers(raw) == [(200, expected(b"ok"))]
