@@ -145,9 +145,9 @@ def run(args, gateway, scratch: Path) -> int:
     from django.contrib.auth.models import Group
     from rest_framework.test import APIClient
 
-    from dataplane.examples import build_demo_archive, demo_test_cases
-    from deployments.backends.local import runtime_client
+    from portal.dataplane import runtime_client
     from portal.services import token_create
+    from toolkit.examples import build_demo_archive, demo_test_cases
 
     user = get_user_model().objects.create_user("bench-ci")
     user.groups.add(Group.objects.get(name="data scientist"))

@@ -30,7 +30,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from dataplane.archive import ArchiveLimits
 from dataplane.errors import (
     GatewayError,
     insufficient_memory,
@@ -50,7 +49,7 @@ from dataplane.metrics import (
 from dataplane.staging import (
     DEFAULT_NICENESS,
     StagingPool,
-    place_package,
+    install_served_models,
     read_memory,
     remove_served_folders,
     remove_tree,
@@ -66,6 +65,8 @@ from dataplane.stores import (
 )
 from dataplane.supervisor import TritonSupervisor
 from dataplane.upstream import UpstreamError
+from toolkit.archive import ArchiveLimits
+from toolkit.store_layout import StoreLayoutError, endpoint_folder
 
 log = logging.getLogger(__name__)
 
@@ -416,7 +417,10 @@ class Gateway:
     def default_store(self, name: str) -> str:
         if self.settings.store_root is None:
             raise validation_error("store is required (the gateway has no --store-root)")
-        return str(Path(self.settings.store_root) / name)
+        try:
+            return str(endpoint_folder(self.settings.store_root, name))
+        except StoreLayoutError as exc:
+            raise validation_error(str(exc)) from exc
 
     async def put_endpoint(
         self, name: str, *, store: str | None, budget_bytes: int | None
@@ -535,7 +539,7 @@ class Gateway:
                 if supervisor.generation != generation:
                     raise service_unavailable("Triton restarted while loading; retry.")
                 names = await staging.run(
-                    place_package, source, self.repository, prefix, self.gpu, target
+                    install_served_models, source, self.repository, prefix, self.gpu, target
                 )
                 downloading_us = (time.perf_counter() - started) * 1e6
                 served = names[entry]

@@ -1,26 +1,23 @@
 """Model stores: where an endpoint's packages (`<model>_<version>.tar.gz`) are read from.
 
 A store is a local folder or an S3 prefix, as with a SageMaker multi-model endpoint's
-`ModelDataUrl`. Next to a package may sit `<package>.sha256` (hex digest, optionally
-followed by the file name, as `sha256sum` writes it); the store also holds the endpoint's
-aliases (model name -> live package) in `aliases.json`.
+`ModelDataUrl`, laid out as `toolkit.store_layout` says (the portal writes it the same way):
+next to a package may sit its sha256 sidecar; the store also holds the endpoint's aliases
+(model name -> live package).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Protocol
 
 from dataplane.aws import s3_client
+from toolkit.store_layout import ALIASES_FILE, parse_sidecar, sidecar_name, write_atomically
 
-ALIASES_FILE = "aliases.json"
 PACKAGE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 class PackageNotFound(Exception):
@@ -52,11 +49,6 @@ def check_name(name: str) -> str | None:
     if name.startswith("."):
         return "must not start with a dot"
     return None
-
-
-def _parse_sha256(text: str) -> str | None:
-    token = text.strip().split()[0] if text.strip() else ""
-    return token.lower() if _SHA256.match(token) else None
 
 
 class ModelStore(Protocol):
@@ -95,10 +87,10 @@ class LocalStore:
 
     def expected_sha256(self, package: str) -> str | None:
         try:
-            text = (self.folder / f"{package}.sha256").read_text(encoding="utf-8")
+            text = (self.folder / sidecar_name(package)).read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
-        return _parse_sha256(text)
+        return parse_sidecar(text)
 
     def exists(self, package: str) -> bool:
         return (self.folder / package).is_file()
@@ -115,11 +107,7 @@ class LocalStore:
         return {str(k): str(v) for k, v in data.items()}
 
     def write_aliases(self, aliases: dict[str, str]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".aliases-", dir=self.folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(aliases, fh, indent=2, sort_keys=True)
-        os.replace(tmp, self.folder / ALIASES_FILE)
+        write_atomically(self.folder / ALIASES_FILE, json.dumps(aliases, indent=2, sort_keys=True))
 
     def aliases_version(self) -> object:
         # Cheap change detection: the gateway re-reads aliases.json only when it changed.
@@ -171,8 +159,8 @@ class S3Store:
         return response["Body"].read().decode("utf-8")
 
     def expected_sha256(self, package: str) -> str | None:
-        text = self._get_text(f"{package}.sha256")
-        return _parse_sha256(text) if text else None
+        text = self._get_text(sidecar_name(package))
+        return parse_sidecar(text) if text else None
 
     def exists(self, package: str) -> bool:
         try:

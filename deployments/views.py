@@ -9,7 +9,6 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -20,6 +19,7 @@ from registry.choices import VersionStatus
 from registry.models import ModelVersion
 
 from . import selectors, services
+from .backends import backend_for
 from .choices import ACTIVE_DEPLOYMENT_STATES, Backend, PromotionState, Source
 from .filtersets import DeploymentFilterSet, PromotionFilterSet
 from .forms import (
@@ -30,17 +30,18 @@ from .forms import (
     PromotionForm,
     ReviewForm,
 )
-from .models import Endpoint, Environment
+from .models import Endpoint, Environment, PromotionRequest
 
 WIZARD_KEY = "deploy_wizard"
 WIZARD_STEPS = ["Version", "Endpoint", "Autoscaling", "Review"]
-AUTOSCALING_FIELDS = [
-    "autoscaling_min_instances",
-    "autoscaling_max_instances",
-    "target_invocations_per_instance",
-    "scale_in_cooldown_seconds",
-    "scale_out_cooldown_seconds",
-]
+AUTOSCALING_FIELDS = services.AUTOSCALING_FIELDS
+SAGEMAKER_ONLY_FIELDS = (
+    "instance_type",
+    "initial_instance_count",
+    "region",
+    "execution_role_arn",
+    "s3_prefix",
+)
 
 
 def _endpoint_or_404(name: str) -> Endpoint:
@@ -398,6 +399,15 @@ def _wizard_autoscaling_step(request: HttpRequest, data: dict[str, Any]) -> Http
     )
 
 
+def _wizard_target(endpoint, new, environment) -> Endpoint:
+    """The endpoint the wizard deploys to; a new one as it will be created (unsaved)."""
+    if endpoint is not None:
+        return endpoint
+    return Endpoint(
+        name=new["name"], backend=new.get("backend") or Backend.LOCAL, environment=environment
+    )
+
+
 def _wizard_review_step(request: HttpRequest, data: dict[str, Any]) -> HttpResponse:
     version = _wizard_version(data)
     endpoint, new = _wizard_endpoint(data)
@@ -408,7 +418,9 @@ def _wizard_review_step(request: HttpRequest, data: dict[str, Any]) -> HttpRespo
         if endpoint
         else Environment.objects.filter(name=(new or {}).get("environment")).first()
     )
-    needs_approval = bool(environment and environment.requires_approval)
+    needs_approval = bool(
+        environment and services.deployment_needs_approval(environment=environment)
+    )
     live = selectors.live_version(endpoint=endpoint, model=version.model) if endpoint else None
     autoscaling = data.get("autoscaling") or _autoscaling_initial(data)
     staging = selectors.staging_success(version=version) if needs_approval else None
@@ -419,23 +431,26 @@ def _wizard_review_step(request: HttpRequest, data: dict[str, Any]) -> HttpRespo
             return redirect("deployments:wizard", step=3)
         if form.is_valid():
             try:
-                with transaction.atomic():
-                    result = _wizard_submit(
-                        request,
-                        version,
-                        endpoint,
-                        new,
-                        autoscaling,
-                        needs_approval,
-                        form.cleaned_data["comment"],
-                    )
+                result = services.deployment_request(
+                    actor=request.user,
+                    version=version,
+                    endpoint=endpoint,
+                    new_endpoint=_new_endpoint_fields(new, environment) if new else None,
+                    autoscaling=autoscaling,
+                    reason=form.cleaned_data["comment"],
+                    source=Source.BROWSER,
+                )
             except ServiceError as exc:
                 form.add_error(None, exc.message)
                 status = exc.status_code
             else:
                 request.session.pop(WIZARD_KEY, None)
+                if isinstance(result, PromotionRequest):
+                    messages.success(request, "Promotion requested; approvers have been notified.")
+                else:
+                    messages.success(request, f"Deploying {version} to {result.endpoint.name}.")
                 return redirect(result)
-    changes = _wizard_changes(version, endpoint, new, live, autoscaling, needs_approval)
+    target = _wizard_target(endpoint, new, environment)
     return _wizard_render(
         request,
         4,
@@ -450,43 +465,42 @@ def _wizard_review_step(request: HttpRequest, data: dict[str, Any]) -> HttpRespo
             "staging": staging,
             "live": live,
             "autoscaling": autoscaling,
-            "changes": changes,
+            "changes": _wizard_changes(version, target, new, live, autoscaling, needs_approval),
+            # What the deployment will run: the backend's own plan, step by step.
+            "plan": backend_for(target).plan(target),
             "lineage_diff": selectors.lineage_diff(live.version if live else None, version),
         },
         status=status,
     )
 
 
-def _wizard_changes(version, endpoint, new, live, autoscaling, needs_approval) -> list[str]:
+def _wizard_changes(version, target, new, live, autoscaling, needs_approval) -> list[str]:
+    """What the world looks like afterwards, in words; how it gets there is the plan."""
     changes = []
-    name = endpoint.name if endpoint else new["name"]
-    backend = endpoint.backend if endpoint else new.get("backend")
+    if needs_approval:
+        changes.append("Nothing yet: an approver decides; approval starts the deployment")
     if new:
         changes.append(
-            f"Create the {new['environment']} endpoint {name} ({dict(Backend.choices)[backend]}"
+            f"Create the {new['environment']} endpoint {target.name} "
+            f"({target.get_backend_display()}"
             + (
                 f", {new.get('initial_instance_count') or 1} × {new.get('instance_type')})"
-                if backend == Backend.SAGEMAKER
+                if target.backend == Backend.SAGEMAKER
                 else ")"
             )
         )
-    if backend == Backend.SAGEMAKER:
-        changes.append(f"Upload {version.package_name} under the endpoint's S3 prefix")
-    else:
-        changes.append(f"Place {version.package_name} in the data plane's model store for {name}")
-    changes.append("Load it and smoke-test it with its first test case")
+    changes.append(f"Place {version.package_name} where {target.name} reads its packages")
     if live:
         changes.append(
             f"Replace live v{live.version.version} of {version.model.name} by v{version.version}"
         )
     else:
         changes.append(
-            f"Make v{version.version} the first live version of {version.model.name} on {name}"
+            f"Make v{version.version} the first live version of {version.model.name} on "
+            f"{target.name}"
         )
-    if needs_approval:
-        changes.insert(0, "Nothing yet: an approver decides; approval starts the deployment")
-    elif endpoint:
-        before = {field: getattr(endpoint, field) for field in AUTOSCALING_FIELDS}
+    if not needs_approval and not new:
+        before = {field: getattr(target, field) for field in AUTOSCALING_FIELDS}
         changed = [f for f in AUTOSCALING_FIELDS if before[f] != autoscaling.get(f)]
         if changed:
             changes.append(
@@ -498,62 +512,17 @@ def _wizard_changes(version, endpoint, new, live, autoscaling, needs_approval) -
     return changes
 
 
-def _wizard_submit(request, version, endpoint, new, autoscaling, needs_approval, comment):
-    if new:
-        environment = Environment.objects.get(name=new["environment"])
-        fields = {
-            k: v
-            for k, v in new.items()
-            if k not in {"choice", "name", "environment", "backend"} and v not in (None, "")
-        }
-        if new.get("backend") != Backend.SAGEMAKER:
-            for key in (
-                "instance_type",
-                "initial_instance_count",
-                "region",
-                "execution_role_arn",
-                "s3_prefix",
-            ):
-                fields.pop(key, None)
-        fields.update(autoscaling)
-        endpoint = services.endpoint_create(
-            actor=request.user,
-            name=new["name"],
-            environment=environment,
-            backend=new.get("backend") or Backend.LOCAL,
-            source=Source.BROWSER,
-            **fields,
-        )
-    elif not needs_approval:
-        services.endpoint_update_autoscaling(
-            actor=request.user,
-            endpoint=endpoint,
-            min_instances=autoscaling["autoscaling_min_instances"],
-            max_instances=autoscaling["autoscaling_max_instances"],
-            target_invocations_per_instance=autoscaling["target_invocations_per_instance"],
-            scale_in_cooldown_seconds=autoscaling["scale_in_cooldown_seconds"],
-            scale_out_cooldown_seconds=autoscaling["scale_out_cooldown_seconds"],
-            source=Source.BROWSER,
-        )
-    if needs_approval:
-        promotion = services.promotion_request_create(
-            actor=request.user,
-            version=version,
-            target_endpoint=endpoint,
-            comment=comment,
-            source=Source.BROWSER,
-        )
-        messages.success(request, "Promotion requested; approvers have been notified.")
-        return promotion
-    deployment = services.deployment_start(
-        actor=request.user,
-        endpoint=endpoint,
-        version=version,
-        source=Source.BROWSER,
-        reason=comment,
-    )
-    messages.success(request, f"Deploying {version} to {endpoint.name}.")
-    return deployment
+def _new_endpoint_fields(new: dict[str, Any], environment) -> dict[str, Any]:
+    """The wizard's description of a new endpoint as `deployment_request` takes it: only
+    the fields its backend uses, and only those given."""
+    fields = {
+        k: v for k, v in new.items() if k not in {"choice", "environment"} and v not in (None, "")
+    }
+    if fields.get("backend") != Backend.SAGEMAKER:
+        for key in SAGEMAKER_ONLY_FIELDS:
+            fields.pop(key, None)
+    fields["environment"] = environment
+    return fields
 
 
 # Promotion requests ----------------------------------------------------------------------

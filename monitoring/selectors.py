@@ -8,21 +8,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.utils import timezone
 
-from portal import aws
+from deployments.backends import backend_for
+from deployments.models import Endpoint, LiveVersionHistory
 from portal.errors import NotFound
 
-from .choices import CHARTS, DEFAULT_VARIANT, WINDOW_PERIODS, WINDOW_SPANS, ChartSpec, Window
+from .choices import CHARTS, WINDOW_PERIODS, WINDOW_SPANS, ChartSpec, Window
 from .models import MetricSample
 from .sources import (
-    CloudWatchSource,
-    LocalDataPlaneSource,
     MetricQuery,
     MetricSeries,
-    MetricSource,
     MetricSourceError,
+    MetricTarget,
     align,
     merge,
     parse_time,
@@ -30,55 +28,21 @@ from .sources import (
 )
 
 
-@dataclass(frozen=True)
-class MetricTarget:
-    """Where an endpoint's metrics come from: a source, the name the source knows the
-    endpoint by, and its variant."""
-
-    endpoint: object
-    source: MetricSource
-    source_endpoint: str
-    variant: str = DEFAULT_VARIANT
-
-    @property
-    def stores_history(self) -> bool:
-        # Only the local data plane forgets; CloudWatch keeps its own history.
-        return isinstance(self.source, LocalDataPlaneSource)
-
-
 def endpoint_list():
     """Endpoints the dashboards offer, in the order the deployments pages show them."""
-    from deployments.models import Endpoint
-
     return Endpoint.objects.select_related("environment").order_by("environment__order", "name")
 
 
 def endpoint_get(*, name: str):
-    from deployments.models import Endpoint
-
     endpoint = Endpoint.objects.select_related("environment").filter(name=name).first()
     if endpoint is None:
         raise NotFound(f"No endpoint named {name!r}.", field="endpoint")
     return endpoint
 
 
-def metric_target(endpoint) -> MetricTarget:
-    """The metric source of an endpoint, from its backend."""
-    if endpoint.backend == "sagemaker":
-        region = endpoint.region or settings.AWS_REGION
-        return MetricTarget(
-            endpoint=endpoint,
-            source=CloudWatchSource(aws.client("cloudwatch", region_name=region)),
-            source_endpoint=endpoint.target_name,
-            variant=endpoint.variant_name or DEFAULT_VARIANT,
-        )
-    return MetricTarget(
-        endpoint=endpoint,
-        source=LocalDataPlaneSource(
-            settings.BERTH_DATAPLANE_URL, token=settings.BERTH_DATAPLANE_ADMIN_TOKEN
-        ),
-        source_endpoint=endpoint.target_name,
-    )
+def metric_target(endpoint: Endpoint) -> MetricTarget:
+    """The metric source of an endpoint: its backend answers."""
+    return backend_for(endpoint).metric_source(endpoint)
 
 
 def window_bounds(window: str, *, now: datetime | None = None) -> tuple[datetime, datetime, int]:
@@ -177,8 +141,6 @@ def target_model_choices(*, target: MetricTarget) -> list[str]:
     names: set[str] = set()
     if not target.source.per_model:
         return []
-    from deployments.models import LiveVersionHistory
-
     for model_name, version in (
         LiveVersionHistory.objects.filter(endpoint=target.endpoint)
         .values_list("version__model__name", "version__version")
@@ -235,10 +197,9 @@ def dashboard_get(
     board.source_kind = target.source.kind
     board.per_model_supported = target.source.per_model
     board.target_models = target_model_choices(target=target)
-    if isinstance(target.source, LocalDataPlaneSource):
-        # What the data plane holds in memory now, most recently used first.
-        with contextlib.suppress(MetricSourceError):
-            board.loaded_models = target.source.loaded_models(endpoint=target.source_endpoint)
+    # What the source holds in memory now (the data plane can tell), most recently used first.
+    with contextlib.suppress(MetricSourceError):
+        board.loaded_models = target.source.loaded_models(endpoint=target.source_endpoint)
         for model in board.loaded_models:
             for key in ("loaded_at", "last_used"):
                 model[key] = parse_time(model[key]) if model.get(key) else None

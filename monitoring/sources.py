@@ -7,14 +7,13 @@ https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_GetMetricDa
 
 from __future__ import annotations
 
-import json
 import re
-import urllib.error
-import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+from portal.dataplane import DataPlaneClient, DataPlaneError
 
 from .choices import DEFAULT_VARIANT, METRICS, Statistic
 
@@ -111,6 +110,9 @@ class MetricSource(ABC):
 
     #: Whether the source can answer per target model (SageMaker cannot).
     per_model = False
+    #: Whether the source keeps its own history (CloudWatch does; the data plane forgets,
+    #: so the portal stores its statistics as they come).
+    keeps_history = True
     kind = ""
 
     @abstractmethod
@@ -129,6 +131,27 @@ class MetricSource(ABC):
     def target_models(self, *, endpoint: str) -> list[str]:
         """Target models the source has seen on the endpoint, where it can tell."""
         return []
+
+    def loaded_models(self, *, endpoint: str) -> list[dict]:
+        """Models loaded on the endpoint now, where the source can tell."""
+        return []
+
+
+@dataclass(frozen=True)
+class MetricTarget:
+    """Where an endpoint's metrics come from: a source, the name the source knows the
+    endpoint by, and its variant. The endpoint's backend answers it
+    (`EndpointBackend.metric_source`)."""
+
+    endpoint: object
+    source: MetricSource
+    source_endpoint: str
+    variant: str = DEFAULT_VARIANT
+
+    @property
+    def stores_history(self) -> bool:
+        """Whether the portal stores this source's datapoints (it forgets them itself)."""
+        return not self.source.keeps_history
 
 
 class CloudWatchSource(MetricSource):
@@ -212,32 +235,12 @@ class LocalDataPlaneSource(MetricSource):
 
     kind = "local"
     per_model = True
+    keeps_history = False
 
-    def __init__(self, base_url: str, *, token: str = "", timeout: float = 5.0):
-        self.base_url = base_url.rstrip("/")
-        self.auth = {"Authorization": f"Bearer {token}"} if token else {}
-        self.timeout = timeout
-
-    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
-        data = json.dumps(body, default=str).encode() if body is not None else None
-        request = urllib.request.Request(
-            self.base_url + path,
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json", "Accept": "application/json", **self.auth},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:500].decode(errors="replace")
-            raise MetricSourceError(
-                f"The data plane answered {exc.code} to {method} {path}: {detail}"
-            ) from exc
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise MetricSourceError(
-                f"The data plane at {self.base_url} did not answer {method} {path}: {exc}"
-            ) from exc
+    def __init__(
+        self, base_url: str | None = None, *, token: str | None = None, timeout: float = 5.0
+    ):
+        self.client = DataPlaneClient(base_url, token=token, timeout=timeout)
 
     def get_metric_data(self, *, endpoint, queries, start, end, period, variant=DEFAULT_VARIANT):
         series = [MetricSeries(query) for query in queries]
@@ -266,16 +269,17 @@ class LocalDataPlaneSource(MetricSource):
                     },
                 }
             )
-        answer = self._call(
-            "POST",
-            "/admin/metric-data",
-            {
-                "MetricDataQueries": requests,
-                "StartTime": start.astimezone(UTC).isoformat(),
-                "EndTime": end.astimezone(UTC).isoformat(),
-                "ScanBy": "TimestampAscending",
-            },
-        )
+        try:
+            answer = self.client.metric_data(
+                {
+                    "MetricDataQueries": requests,
+                    "StartTime": start.astimezone(UTC).isoformat(),
+                    "EndTime": end.astimezone(UTC).isoformat(),
+                    "ScanBy": "TimestampAscending",
+                }
+            )
+        except DataPlaneError as exc:
+            raise MetricSourceError(str(exc)) from exc
         by_id = {request["Id"]: index for index, request in enumerate(requests)}
         for result in answer.get("MetricDataResults", []):
             index = by_id.get(result.get("Id"))
@@ -294,8 +298,10 @@ class LocalDataPlaneSource(MetricSource):
 
     def loaded_models(self, *, endpoint: str) -> list[dict]:
         """Models loaded on the endpoint now: target model, size, last use, invocations."""
-        answer = self._call("GET", f"/admin/endpoints/{endpoint}/models")
-        return [item for item in answer.get("models", []) if isinstance(item, dict)]
+        try:
+            return self.client.loaded_models(endpoint)
+        except DataPlaneError as exc:
+            raise MetricSourceError(str(exc)) from exc
 
     def target_models(self, *, endpoint: str) -> list[str]:
         return sorted(

@@ -17,17 +17,17 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
-from dataplane.examples import build_demo_archive
 from deployments import services as deployment_services
 from deployments import tasks as deployment_tasks
-from deployments.backends.local import GatewayClient
 from deployments.choices import DeploymentState, StepState
 from deployments.models import Deployment, Endpoint, LiveVersion
 from deployments.tests.factories import seed_reference_data
+from portal.dataplane import DataPlaneClient
 from portal.services import token_create
 from registry import services as registry_services
 from registry.choices import VersionStatus
 from registry.models import ModelVersion
+from toolkit.examples import build_demo_archive
 
 pytestmark = [pytest.mark.worker, pytest.mark.triton]
 
@@ -209,15 +209,15 @@ def test_ci_deploys_to_staging_then_approval_promotes_to_production_and_rollback
         format="json",
     )
     assert follow(ci, second.json()["id"], worker)["state"] == "succeeded"
-    assert GatewayClient(gateway.url).aliases("local-staging") and "demo_2.tar.gz" in json.dumps(
-        GatewayClient(gateway.url).aliases("local-staging")
+    assert DataPlaneClient(gateway.url).aliases("local-staging") and "demo_2.tar.gz" in json.dumps(
+        DataPlaneClient(gateway.url).aliases("local-staging")
     )
     rollback = ci.post(
         "/api/v1/endpoints/local-staging/rollback/", {"model": "demo"}, format="json"
     )
     assert rollback.status_code == 202, rollback.json()
     assert follow(ci, rollback.json()["id"], worker)["state"] == "succeeded"
-    aliases = json.dumps(GatewayClient(gateway.url).aliases("local-staging"))
+    aliases = json.dumps(DataPlaneClient(gateway.url).aliases("local-staging"))
     assert "demo_1.tar.gz" in aliases and "demo_2.tar.gz" not in aliases
     assert np.allclose(invoke(gateway, "local-staging", "demo", case), expected, atol=1e-4)
     timeline = ci.get("/api/v1/endpoints/local-staging/timeline/?model=demo").json()

@@ -5,24 +5,27 @@ gateway's alias for the model (the live pointer) to the new package."""
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
-import os
 import re
-import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
-import boto3
-import urllib3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 
+from deployments.models import ENDPOINT_NAME_PATTERN
+from monitoring.sources import LocalDataPlaneSource, MetricTarget
+from portal.dataplane import DataPlaneClient, DataPlaneError, runtime_client
+from toolkit.archive import sha256_file
 from toolkit.codec import case_request
+from toolkit.store_layout import (
+    StoreLayoutError,
+    endpoint_folder,
+    ensure_sidecar,
+    incoming_folder,
+    put_package,
+)
 
 from .base import (
     DeploymentStepError,
@@ -36,189 +39,54 @@ from .base import (
 if TYPE_CHECKING:
     from deployments.models import Deployment, Endpoint
 
-# Loading an ensemble into Triton takes seconds on a CPU; large GPU models take longer.
-LOAD_TIMEOUT_SECONDS = 600
-ADMIN_TIMEOUT_SECONDS = 30
-
-
-class GatewayError(DeploymentStepError):
-    """The data plane gateway refused a request or could not be reached."""
-
-
-class GatewayClient:
-    """The data plane gateway's admin API (JSON over HTTP)."""
-
-    def __init__(self, base_url: str | None = None, *, token: str | None = None):
-        self.base_url = (base_url or settings.BERTH_DATAPLANE_URL).rstrip("/")
-        token = settings.BERTH_DATAPLANE_ADMIN_TOKEN if token is None else token
-        self.auth = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = urllib3.PoolManager(retries=False)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: dict | None = None,
-        *,
-        timeout: float = ADMIN_TIMEOUT_SECONDS,
-    ) -> dict[str, Any]:
-        url = self.base_url + path
-        headers = dict(self.auth)
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        try:
-            response = self.http.request(
-                method,
-                url,
-                body=json.dumps(body).encode() if body is not None else None,
-                headers=headers,
-                timeout=urllib3.Timeout(connect=5, read=timeout),
-            )
-        except urllib3.exceptions.HTTPError as exc:
-            raise GatewayError(
-                f"The data plane at {self.base_url} did not answer {method} {path}: {exc}"
-            ) from exc
-        try:
-            data = json.loads(response.data) if response.data else {}
-        except ValueError:
-            data = {"message": response.data[:500].decode(errors="replace")}
-        if response.status >= 400:
-            reason = (
-                data.get("Message")
-                or data.get("message")
-                or data.get("detail")
-                or data.get("error")
-                or data
-            )
-            raise GatewayError(f"{method} {path} answered {response.status}: {reason}")
-        return data
-
-    def ensure_endpoint(self, name: str, *, store: str, memory_budget_bytes: int | None) -> dict:
-        body: dict[str, Any] = {"store": store}
-        if memory_budget_bytes:
-            body["memory_budget_bytes"] = memory_budget_bytes
-        return self.request("PUT", f"/admin/endpoints/{quote(name)}", body)
-
-    def load(self, endpoint: str, target_model: str) -> dict:
-        return self.request(
-            "POST",
-            f"/admin/endpoints/{quote(endpoint)}/models/{quote(target_model)}/load",
-            {},
-            timeout=LOAD_TIMEOUT_SECONDS,
-        )
-
-    def set_alias(self, endpoint: str, model: str, target_model: str) -> dict:
-        return self.request(
-            "PUT",
-            f"/admin/endpoints/{quote(endpoint)}/aliases/{quote(model)}",
-            {"target_model": target_model},
-        )
-
-    def aliases(self, endpoint: str) -> dict:
-        return self.request("GET", f"/admin/endpoints/{quote(endpoint)}/aliases")
-
-
-def runtime_client(base_url: str | None = None):
-    """boto3's sagemaker-runtime client pointed at the local data plane. The gateway does not
-    check signatures; boto3 still wants credentials to sign with."""
-    return _runtime_client((base_url or settings.BERTH_DATAPLANE_URL).rstrip("/"))
-
-
-@functools.lru_cache(maxsize=8)
-def _runtime_client(base_url: str):
-    # Building a client loads botocore's service model (~0.1 s); a worker keeps one per
-    # data plane. boto3 clients are safe to share between threads.
-    return boto3.client(
-        "sagemaker-runtime",
-        endpoint_url=base_url,
-        region_name=settings.AWS_REGION or "us-east-1",
-        aws_access_key_id="berth-local",
-        aws_secret_access_key="berth-local",
-        config=Config(retries={"max_attempts": 1}, read_timeout=LOAD_TIMEOUT_SECONDS),
-    )
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def store_root() -> Path:
-    return Path(settings.BERTH_DATAPLANE_STORE)
-
 
 def endpoint_store(endpoint: Endpoint) -> Path:
-    """The folder of the data plane's model store the endpoint's packages go to: one folder
-    directly under the store root, named after the endpoint's target. The target is a
-    validated name already; this refuses anything else once more, after resolving links,
-    because a package written elsewhere (another endpoint's folder, outside the store) is
-    exactly what the approval gate exists to prevent."""
-    from deployments.models import ENDPOINT_NAME_PATTERN
-
+    """The folder of the data plane's model store the endpoint's packages go to, named after
+    the endpoint's target. The target is a validated name already; this refuses anything
+    else once more, because a package written elsewhere (another endpoint's folder, outside
+    the store) is exactly what the approval gate exists to prevent."""
     name = endpoint.target_name
     if not name or not re.fullmatch(ENDPOINT_NAME_PATTERN, name):
         raise DeploymentStepError(
             f"Endpoint {endpoint.name} maps to {name!r}, which is not an endpoint name: "
             "refusing to place anything."
         )
-    root = store_root().resolve()
-    folder = (root / name).resolve()
-    if folder.parent != root:
+    try:
+        return endpoint_folder(settings.BERTH_DATAPLANE_STORE, name)
+    except StoreLayoutError as exc:
         raise DeploymentStepError(
-            f"The model store folder of {endpoint.name} resolves to {folder}, outside "
-            f"{root}: refusing to place anything."
-        )
-    return folder
+            f"Endpoint {endpoint.name}: {exc} Refusing to place anything."
+        ) from exc
 
 
-def place_package(source_uri: str, expected_sha256: str, dest: Path, log=None) -> bool:
-    """Put the package at `dest` atomically, with its `.sha256` sidecar. Returns False when
-    the same package (same sha256) is already there. The file is fetched into a folder on the
-    same filesystem and renamed into place, so the data plane never sees half a package."""
+def store_package_copy(source_uri: str, expected_sha256: str, dest: Path) -> bool:
+    """Copy a package from the artifact store to `dest` in a model store, with its sidecar.
+    Returns False when the same package (same sha256) is already there. It is fetched into
+    the store's incoming folder and renamed into place (toolkit.store_layout)."""
     from registry.storage import artifact_store
 
-    sidecar = dest.with_name(dest.name + ".sha256")
-    if dest.exists() and expected_sha256 and sha256_of(dest) == expected_sha256:
-        if not sidecar.exists():
-            _write_atomically(sidecar, f"{expected_sha256}  {dest.name}\n")
+    if dest.exists() and expected_sha256 and sha256_file(dest) == expected_sha256:
+        ensure_sidecar(dest, digest=expected_sha256)
         return False
-    incoming = store_root() / ".incoming"
+    incoming = incoming_folder(settings.BERTH_DATAPLANE_STORE)
     incoming.mkdir(parents=True, exist_ok=True)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=incoming) as scratch:
         fetched = Path(artifact_store().fetch(source_uri, Path(scratch) / dest.name))
-        digest = sha256_of(fetched)
+        digest = sha256_file(fetched)
         if expected_sha256 and digest != expected_sha256:
             raise DeploymentStepError(
                 f"The package fetched from {source_uri} has sha256 {digest}, the registry "
                 f"recorded {expected_sha256}: refusing to place it."
             )
-        # Sidecar first: whenever the package is visible, its checksum is too.
-        _write_atomically(sidecar, f"{digest}  {dest.name}\n")
-        if fetched.stat().st_dev != dest.parent.stat().st_dev:
-            staged = Path(scratch) / (dest.name + ".staged")
-            shutil.copyfile(fetched, staged)
-            fetched = staged
-        os.replace(fetched, dest)
+        put_package(fetched, dest, digest=digest)
     return True
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 class LocalBackend(EndpointBackend):
     name = "local"
 
-    def __init__(self, gateway: GatewayClient | None = None):
-        self.gateway = gateway or GatewayClient()
+    def __init__(self, gateway: DataPlaneClient | None = None):
+        self.gateway = gateway or DataPlaneClient()
 
     def plan(self, endpoint: Endpoint) -> list[Step]:
         return [
@@ -229,6 +97,22 @@ class LocalBackend(EndpointBackend):
             Step("activate", "Point the model's alias at the new version"),
         ]
 
+    def run_step(self, step: str, ctx: StepContext) -> dict[str, Any] | None:
+        try:
+            return super().run_step(step, ctx)
+        except DataPlaneError as exc:
+            # The client's message says what the data plane answered (or that it did not).
+            raise DeploymentStepError(str(exc)) from exc
+
+    def metric_source(self, endpoint: Endpoint) -> MetricTarget:
+        """The data plane's own statistics, read through its admin API; it keeps them in
+        memory for a while only, so the portal stores them as they come."""
+        return MetricTarget(
+            endpoint=endpoint,
+            source=LocalDataPlaneSource(self.gateway.base_url),
+            source_endpoint=endpoint.target_name,
+        )
+
     @staticmethod
     def _names(deployment: Deployment) -> tuple[str, str]:
         return deployment.endpoint.target_name, deployment.version.package_name
@@ -238,7 +122,7 @@ class LocalBackend(EndpointBackend):
         if not version.package_uri:
             raise DeploymentStepError(f"{version} has no package; deploy a packaged version.")
         dest = endpoint_store(ctx.deployment.endpoint) / version.package_name
-        placed = place_package(version.package_uri, version.package_sha256, dest)
+        placed = store_package_copy(version.package_uri, version.package_sha256, dest)
         if not placed:
             ctx.log(f"{dest.name} is already in the model store with the same sha256.")
             return {"skipped": True, "path": str(dest)}

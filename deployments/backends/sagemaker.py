@@ -25,6 +25,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.utils import timezone
 
+from monitoring.choices import DEFAULT_VARIANT
+from monitoring.sources import CloudWatchSource, MetricTarget
 from portal import aws
 from toolkit.codec import case_request
 
@@ -125,6 +127,15 @@ class SageMakerBackend(EndpointBackend):
     @staticmethod
     def _client(endpoint: Endpoint, service: str):
         return aws.client(service, region_name=endpoint.region or settings.AWS_REGION)
+
+    def metric_source(self, endpoint: Endpoint) -> MetricTarget:
+        """CloudWatch, in the endpoint's region, for its endpoint and variant."""
+        return MetricTarget(
+            endpoint=endpoint,
+            source=CloudWatchSource(self._client(endpoint, "cloudwatch")),
+            source_endpoint=endpoint.target_name,
+            variant=endpoint.variant_name or DEFAULT_VARIANT,
+        )
 
     def step_upload_package(self, ctx: StepContext) -> dict[str, Any]:
         from registry.storage import artifact_store

@@ -12,10 +12,11 @@ import pytest
 from botocore.config import Config
 
 from deployments import services
-from deployments.backends.local import GatewayClient, GatewayError, sha256_of
 from deployments.choices import DeploymentState, StepState
 from deployments.models import Endpoint, LiveVersion
 from monitoring.sources import LocalDataPlaneSource
+from portal.dataplane import DataPlaneClient, DataPlaneError
+from toolkit.archive import sha256_file
 
 from .factories import RegisteredModelFactory, packaged_version, run
 
@@ -70,11 +71,11 @@ def test_deploy_invoke_by_alias_and_roll_back(local, scientist):
     assert [s["state"] for s in first.steps] == [StepState.DONE] * 5
 
     placed = Path(local.store_root) / "local-staging" / "demo_ensemble_1.tar.gz"
-    assert sha256_of(placed) == v1.package_sha256
+    assert sha256_file(placed) == v1.package_sha256
     assert placed.with_name(placed.name + ".sha256").read_text().split()[0] == v1.package_sha256
     assert not list((Path(local.store_root) / ".incoming").iterdir())  # nothing half-placed left
 
-    aliases = GatewayClient(local.url).aliases("local-staging")
+    aliases = DataPlaneClient(local.url).aliases("local-staging")
     assert json.dumps(aliases).count("demo_ensemble_1.tar.gz") == 1
     case = v1.test_cases[1]
     expected = case["expected"]["PROBABILITIES"]["data"]
@@ -83,13 +84,17 @@ def test_deploy_invoke_by_alias_and_roll_back(local, scientist):
 
     second = run(services.deployment_start(actor=scientist, endpoint=endpoint, version=v2))
     assert second.state == DeploymentState.SUCCEEDED, second.error
-    assert "demo_ensemble_2.tar.gz" in json.dumps(GatewayClient(local.url).aliases("local-staging"))
+    assert "demo_ensemble_2.tar.gz" in json.dumps(
+        DataPlaneClient(local.url).aliases("local-staging")
+    )
 
     rollback = run(services.deployment_rollback(actor=scientist, endpoint=endpoint, model=model))
     assert rollback.state == DeploymentState.SUCCEEDED, rollback.error
     # The package is still in place: rolling back copies nothing.
     assert rollback.steps[0]["state"] == StepState.SKIPPED
-    assert "demo_ensemble_1.tar.gz" in json.dumps(GatewayClient(local.url).aliases("local-staging"))
+    assert "demo_ensemble_1.tar.gz" in json.dumps(
+        DataPlaneClient(local.url).aliases("local-staging")
+    )
     assert LiveVersion.objects.get(endpoint=endpoint, model=model).version == v1
     assert np.allclose(
         probabilities(invoke(local, "local-staging", "demo_ensemble", case)),
@@ -114,7 +119,7 @@ def test_failed_smoke_test_leaves_the_alias_alone(local, scientist):
     assert {s["name"]: s["state"] for s in failed.steps}["smoke_test"] == StepState.FAILED
     assert {s["name"]: s["state"] for s in failed.steps}["activate"] == StepState.PENDING
     assert "PROBABILITIES" in failed.error
-    aliases = json.dumps(GatewayClient(local.url).aliases("local-staging"))
+    aliases = json.dumps(DataPlaneClient(local.url).aliases("local-staging"))
     assert "demo_wrong_1.tar.gz" in aliases and "demo_wrong_2.tar.gz" not in aliases
     assert LiveVersion.objects.get(endpoint=endpoint, model=model).version == good
 
@@ -162,8 +167,8 @@ def test_a_guarded_data_plane_serves_the_portal_and_refuses_everyone_else(
         )
         assert (status, answer_headers["WWW-Authenticate"]) == (401, "Bearer")
         assert json.loads(body)["ErrorCode"] == "Unauthorized"
-    with pytest.raises(GatewayError, match="answered 401"):
-        GatewayClient(guarded_gateway.url, token="").aliases("local-staging")
+    with pytest.raises(DataPlaneError, match="answered 401"):
+        DataPlaneClient(guarded_gateway.url, token="").aliases("local-staging")
 
     # Invocations, health and metrics stay open, as on a SageMaker container.
     case = version.test_cases[0]
