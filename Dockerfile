@@ -24,6 +24,7 @@ COPY portal ./portal
 COPY registry ./registry
 COPY deployments ./deployments
 COPY monitoring ./monitoring
+COPY runs ./runs
 COPY dataplane ./dataplane
 COPY toolkit ./toolkit
 RUN pip install .

@@ -10,6 +10,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.forms.models import construct_instance
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.html import format_html
 
 from portal.errors import ServiceError
@@ -18,7 +19,6 @@ from . import services
 from .choices import Source
 from .models import (
     Deployment,
-    DeploymentLog,
     Endpoint,
     Environment,
     LiveVersion,
@@ -237,16 +237,6 @@ class EndpointAdmin(ServiceAdminMixin, admin.ModelAdmin):
         services.endpoint_delete(actor=request.user, endpoint=obj, source=Source.ADMIN)
 
 
-class DeploymentLogInline(admin.TabularInline):
-    model = DeploymentLog
-    extra = 0
-    can_delete = False
-    readonly_fields = ["created_at", "level", "step", "message"]
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Deployment)
 class DeploymentAdmin(admin.ModelAdmin):
     """Deployments are read here; they change state only through their services."""
@@ -264,10 +254,18 @@ class DeploymentAdmin(admin.ModelAdmin):
     list_filter = ["state", "kind", "source", "endpoint"]
     search_fields = ["model__name", "endpoint__name"]
     list_select_related = ["endpoint", "version__model", "created_by"]
-    inlines = [DeploymentLogInline]
 
     def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.fields]
+        return [field.name for field in self.model._meta.fields] + ["run_link"]
+
+    @admin.display(description="Run (steps and log)")
+    def run_link(self, obj: Deployment) -> str:
+        run = obj.run
+        if run is None:
+            return "—"
+        return format_html(
+            '<a href="{}">{}</a>', reverse("admin:runs_run_change", args=[run.pk]), run
+        )
 
     def has_add_permission(self, request):
         return False

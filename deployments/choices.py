@@ -3,6 +3,9 @@ the choices an endpoint offers (backends, GPU instance types)."""
 
 from django.db import models
 
+# A deployment's steps and log lines are those of its run on the engine.
+from runs.choices import LogLevel, StepState  # noqa: F401
+
 
 class Backend(models.TextChoices):
     LOCAL = "local", "Local data plane (Triton)"
@@ -55,20 +58,6 @@ class Source(models.TextChoices):
     API = "api", "API"
     ADMIN = "admin", "Django admin"
     WORKER = "worker", "Worker"
-
-
-class StepState(models.TextChoices):
-    PENDING = "pending", "Pending"
-    RUNNING = "running", "Running"
-    DONE = "done", "Done"
-    SKIPPED = "skipped", "Skipped"
-    FAILED = "failed", "Failed"
-
-
-class LogLevel(models.TextChoices):
-    INFO = "info", "Info"
-    WARNING = "warning", "Warning"
-    ERROR = "error", "Error"
 
 
 class PromotionState(models.TextChoices):

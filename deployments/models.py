@@ -2,9 +2,11 @@
 where (and was, when), and promotion requests from staging to production."""
 
 import re
+from typing import Any
 from urllib.parse import urlparse
 
 from django.conf import settings
+from django.contrib.contenttypes.fields import GenericRelation
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
@@ -20,7 +22,6 @@ from .choices import (
     Backend,
     DeploymentKind,
     DeploymentState,
-    LogLevel,
     PromotionState,
     Source,
 )
@@ -289,14 +290,12 @@ class Deployment(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     state_changed_at = models.DateTimeField(auto_now_add=True)
 
-    # Execution bookkeeping: which task message holds the deployment, when it last showed
-    # life, how often it was tried, and the steps with their outcome (resumable).
-    claim = models.CharField(max_length=64, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
-    steps = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
     result = models.JSONField(default=dict, blank=True)
+    # Execution (claim, heartbeat, attempts, steps with their timing, log) is a run of the
+    # deployment plan on the engine (runs.Run); `run`, `steps`, `attempts` and `log_lines`
+    # read it.
+    runs = GenericRelation("runs.Run", related_query_name="deployment")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -324,21 +323,28 @@ class Deployment(models.Model):
     def target_model(self) -> str:
         return self.version.package_name
 
+    @property
+    def run(self):
+        """The run executing this deployment (from a prefetch of `runs` when there is one)."""
+        runs = list(self.runs.all())
+        return max(runs, key=lambda run: run.pk) if runs else None
 
-class DeploymentLog(models.Model):
-    """One log line of a deployment; clients follow the log by asking for lines after an id."""
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        """The steps with their state, times and outcome, as the API has always shown them."""
+        run = self.run
+        return [step.as_dict() for step in run.steps.all()] if run else []
 
-    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="log_lines")
-    created_at = models.DateTimeField(auto_now_add=True)
-    level = models.CharField(max_length=8, choices=LogLevel.choices, default=LogLevel.INFO)
-    step = models.CharField(max_length=64, blank=True)
-    message = models.TextField()
+    @property
+    def attempts(self) -> int:
+        run = self.run
+        return run.attempts if run else 0
 
-    class Meta:
-        ordering = ["id"]
+    @property
+    def log_lines(self):
+        from runs.models import RunLogLine
 
-    def __str__(self) -> str:
-        return f"{self.created_at:%H:%M:%S} {self.level} {self.message[:80]}"
+        return RunLogLine.objects.filter(run__deployment=self).order_by("id")
 
 
 class LiveVersion(models.Model):

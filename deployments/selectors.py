@@ -10,11 +10,12 @@ from django.db.models import Count, Prefetch, Q, QuerySet
 
 from registry.choices import VersionStatus
 from registry.models import ModelVersion, RegisteredModel, TestResult
+from runs.models import RunLogLine
+from runs.selectors import run_follow, run_log_since, steps_prefetch
 
 from .choices import ACTIVE_DEPLOYMENT_STATES, DeploymentState, PromotionState
 from .models import (
     Deployment,
-    DeploymentLog,
     Endpoint,
     Environment,
     LiveVersion,
@@ -127,9 +128,18 @@ def rollback_target(*, endpoint: Endpoint, model: RegisteredModel) -> ModelVersi
 
 
 def deployment_list(*, filters: dict[str, Any] | None = None) -> QuerySet[Deployment]:
-    queryset = Deployment.objects.select_related(
-        "endpoint__environment", "model", "version", "previous_version", "created_by", "promotion"
-    ).order_by("-created_at", "-id")
+    queryset = (
+        Deployment.objects.select_related(
+            "endpoint__environment",
+            "model",
+            "version",
+            "previous_version",
+            "created_by",
+            "promotion",
+        )
+        .prefetch_related("runs", steps_prefetch("runs__"))
+        .order_by("-created_at", "-id")
+    )
     for key, value in (filters or {}).items():
         if value not in (None, ""):
             queryset = queryset.filter(**{key: value})
@@ -146,6 +156,7 @@ def deployment_get(*, pk: int) -> Deployment | None:
             "created_by",
             "promotion",
         )
+        .prefetch_related("runs", steps_prefetch("runs__"))
         .filter(pk=pk)
         .first()
     )
@@ -153,9 +164,20 @@ def deployment_get(*, pk: int) -> Deployment | None:
 
 def deployment_log_since(
     *, deployment: Deployment, since: int = 0, limit: int = 500
-) -> list[DeploymentLog]:
-    """Log lines after the line with id `since` (0: from the start)."""
-    return list(deployment.log_lines.filter(id__gt=since).order_by("id")[:limit])
+) -> list[RunLogLine]:
+    """Log lines of the deployment's run after the line with id `since` (0: from the start)."""
+    return run_log_since(run=deployment.run, since=since, limit=limit)
+
+
+def deployment_follow(*, deployment: Deployment, since: int = 0) -> dict[str, Any]:
+    """The answer of the deployment's log API: the engine's one shape for any run's log,
+    with the deployment's own state."""
+    return run_follow(
+        run=deployment.run,
+        state=deployment.state,
+        finished=deployment.state not in ACTIVE_DEPLOYMENT_STATES,
+        since=since,
+    )
 
 
 def active_deployment(*, endpoint: Endpoint, model: RegisteredModel) -> Deployment | None:

@@ -6,9 +6,7 @@ promotion request, and production deployments only start from an approved reques
 from __future__ import annotations
 
 import logging
-import threading
-import traceback
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -20,9 +18,14 @@ from portal.audit import audit_record
 from portal.errors import Conflict, InvalidTransition, PermissionDenied, ServiceError
 from registry.choices import VersionStatus
 from registry.models import ModelVersion, RegisteredModel
+from runs import runner
+from runs import selectors as run_selectors
+from runs.choices import RunState
+from runs.models import Run
+from runs.plans import plan_for
+from runs.services import run_cancel, run_create, run_log, run_set_state, runs_sweep
 
-from . import selectors
-from .backends import DeploymentStepError, StepContext, backend_for
+from . import plans, selectors
 from .choices import (
     DEPLOYMENT_TRANSITIONS,
     FINISHED_DEPLOYMENT_STATES,
@@ -37,11 +40,9 @@ from .choices import (
 )
 from .models import (
     Deployment,
-    DeploymentLog,
     Endpoint,
     Environment,
     LiveVersion,
-    LiveVersionHistory,
     PromotionRequest,
     s3_bucket_of,
 )
@@ -52,7 +53,6 @@ APPROVE_PERMISSION = "deployments.approve_promotionrequest"
 DEPLOY_PERMISSION = "deployments.add_deployment"
 CONFIGURE_PERMISSION = "deployments.configure_endpoint"
 PROMOTION_PERMISSION = "deployments.add_promotionrequest"
-HEARTBEAT_SECONDS = 10
 
 
 def _require(actor, permission: str, message: str) -> None:
@@ -570,10 +570,6 @@ def _create_deployment(
                 reason=reason,
                 created_by=actor if getattr(actor, "is_authenticated", False) else None,
                 source=source,
-                steps=[
-                    {"name": s.name, "label": s.label, "state": StepState.PENDING}
-                    for s in backend_for(endpoint).plan(endpoint)
-                ],
             )
     except IntegrityError as exc:
         running = selectors.active_deployment(endpoint=endpoint, model=version.model)
@@ -597,7 +593,7 @@ def _create_deployment(
         },
         source=source,
     )
-    _on_commit_task("deployment_execute", deployment.pk)
+    run_create(subject=deployment, plan=plans.DeploymentPlan)
     return deployment
 
 
@@ -662,341 +658,165 @@ def deployment_rollback(
     )
 
 
-def deployment_log(
-    deployment: Deployment, message: str, *, level: str = LogLevel.INFO, step: str = ""
-) -> DeploymentLog:
-    """Append a log line (committed at once, so the progress page shows it while the
-    deployment runs)."""
-    return DeploymentLog.objects.create(
-        deployment=deployment, message=message, level=level, step=step
+AUTOSCALING_FIELDS = (
+    "autoscaling_min_instances",
+    "autoscaling_max_instances",
+    "target_invocations_per_instance",
+    "scale_in_cooldown_seconds",
+    "scale_out_cooldown_seconds",
+)
+
+
+def deployment_needs_approval(*, environment: Environment) -> bool:
+    """Whether putting a version on an endpoint of `environment` goes through a promotion
+    request (four eyes) instead of a deployment. `deployment_request` decides with it; the
+    wizard's review page says beforehand what it will decide."""
+    return bool(environment.requires_approval)
+
+
+@transaction.atomic
+def deployment_request(
+    *,
+    actor,
+    version: ModelVersion,
+    endpoint: Endpoint | None = None,
+    new_endpoint: dict[str, Any] | None = None,
+    autoscaling: dict[str, int] | None = None,
+    reason: str = "",
+    source: str = Source.BROWSER,
+    request_promotion: bool = True,
+) -> Deployment | PromotionRequest:
+    """Put `version` on an endpoint as its environment allows: a deployment where no approval
+    is needed; where it is, a promotion request for an approver, or, for a caller that only
+    starts deployments (`request_promotion=False`: the deploy API, whose clients ask for
+    promotion on the promotions route), the refusal `deployment_start` answers.
+
+    `new_endpoint` (name, environment, backend and endpoint fields) creates the endpoint
+    first (admins only); `autoscaling` (the endpoint's autoscaling fields) sizes a new
+    endpoint, or changes an existing one where no approval is needed (a promotion request
+    leaves production as it is). One transaction: a refusal anywhere leaves nothing behind."""
+    if (endpoint is None) == (new_endpoint is None):
+        raise ServiceError("Choose an endpoint or describe a new one.", field="endpoint")
+    autoscaling = dict(autoscaling or {})
+    unknown = set(autoscaling) - set(AUTOSCALING_FIELDS)
+    if unknown:
+        raise ServiceError(
+            f"Unknown autoscaling fields: {', '.join(sorted(unknown))}.", field="autoscaling"
+        )
+    if new_endpoint is not None:
+        fields = {**new_endpoint, **autoscaling}
+        endpoint = endpoint_create(
+            actor=actor,
+            name=fields.pop("name", ""),
+            environment=fields.pop("environment", None),
+            backend=fields.pop("backend", None) or Backend.LOCAL,
+            source=source,
+            **fields,
+        )
+        autoscaling = {}
+    endpoint = Endpoint.objects.select_related("environment").get(pk=endpoint.pk)
+    if deployment_needs_approval(environment=endpoint.environment):
+        if request_promotion:
+            return promotion_request_create(
+                actor=actor,
+                version=version,
+                target_endpoint=endpoint,
+                comment=reason,
+                source=source,
+            )
+    elif autoscaling:
+        sizes = {
+            field: autoscaling.get(field, getattr(endpoint, field)) for field in AUTOSCALING_FIELDS
+        }
+        endpoint_update_autoscaling(
+            actor=actor,
+            endpoint=endpoint,
+            min_instances=sizes["autoscaling_min_instances"],
+            max_instances=sizes["autoscaling_max_instances"],
+            target_invocations_per_instance=sizes["target_invocations_per_instance"],
+            scale_in_cooldown_seconds=sizes["scale_in_cooldown_seconds"],
+            scale_out_cooldown_seconds=sizes["scale_out_cooldown_seconds"],
+            source=source,
+        )
+    return deployment_start(
+        actor=actor, endpoint=endpoint, version=version, source=source, reason=reason
     )
 
 
-class DeploymentLost(Exception):
-    """Another worker took the deployment over, or it was failed meanwhile: stop quietly."""
-
-
-class _Heartbeat(threading.Thread):
-    """Shows the deployment is alive while a long step (a Triton load, waiting for
-    InService) runs. Dies with the worker process, which is the point."""
-
-    def __init__(self, deployment_id: int, claim: str):
-        super().__init__(daemon=True, name=f"deployment-{deployment_id}-heartbeat")
-        self.deployment_id, self.claim = deployment_id, claim
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self.stopped.wait(HEARTBEAT_SECONDS):
-                Deployment.objects.filter(pk=self.deployment_id, claim=self.claim).update(
-                    heartbeat_at=timezone.now()
-                )
-        finally:
-            from django.db import connection
-
-            connection.close()
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.join(timeout=HEARTBEAT_SECONDS + 5)
-
-
-def _claim(deployment_id: int, claim: str) -> Deployment | None:
-    """Take the deployment for this task message. A redelivered message (same claim) resumes
-    it; another message only takes over a deployment that stopped showing life."""
-    stale = timezone.now() - timedelta(seconds=settings.BERTH_DEPLOYMENT_STALE_SECONDS)
-    with transaction.atomic():
-        deployment = (
-            Deployment.objects.select_for_update(of=("self",))
-            .select_related("endpoint__environment", "version__model", "model")
-            .filter(pk=deployment_id)
-            .first()
-        )
-        if deployment is None or deployment.state in FINISHED_DEPLOYMENT_STATES:
-            return None
-        if (
-            deployment.state == DeploymentState.RUNNING
-            and deployment.claim != claim
-            and deployment.heartbeat_at is not None
-            and deployment.heartbeat_at > stale
-        ):
-            return None
-        deployment.claim = claim
-        deployment.heartbeat_at = timezone.now()
-        deployment.attempts += 1
-        resumed = deployment.state == DeploymentState.RUNNING or deployment.attempts > 1
-        if deployment.state == DeploymentState.PENDING:
-            deployment.started_at = deployment.started_at or timezone.now()
-            _set_state(
-                deployment,
-                DeploymentState.RUNNING,
-                fields=("claim", "heartbeat_at", "attempts", "started_at"),
-                data={"attempt": deployment.attempts},
-            )
-        else:
-            deployment.save(update_fields=["claim", "heartbeat_at", "attempts"])
-    done = [
-        s["name"] for s in deployment.steps if s["state"] in (StepState.DONE, StepState.SKIPPED)
-    ]
-    if resumed:
-        deployment_log(
-            deployment,
-            f"Attempt {deployment.attempts}: resuming"
-            + (f" after {', '.join(done)}." if done else " from the start."),
-            level=LogLevel.WARNING,
-        )
-    else:
-        deployment_log(
-            deployment,
-            f"Deploying {deployment.version} to {deployment.endpoint.name} "
-            f"({deployment.endpoint.get_backend_display()}).",
-        )
-    return deployment
-
-
-def _save_steps(deployment: Deployment, claim: str) -> None:
-    updated = Deployment.objects.filter(
-        pk=deployment.pk, claim=claim, state=DeploymentState.RUNNING
-    ).update(steps=deployment.steps, heartbeat_at=timezone.now())
-    if not updated:
-        raise DeploymentLost()
+def deployment_log(
+    deployment: Deployment, message: str, *, level: str = LogLevel.INFO, step: str = ""
+) -> None:
+    """Append a line to the deployment's run log (committed at once outside a transaction,
+    so the progress page shows it while the deployment runs)."""
+    run = run_selectors.run_of(deployment)
+    if run is not None:
+        run_log(run, message, level=level, step=step)
 
 
 def deployment_execute(*, deployment_id: int, claim: str) -> Deployment | None:
-    """Carry out a deployment, step by step, in a worker. Steps already done (by a worker
-    that died) are not redone. The live pointer moves in the last step, after the package was
-    placed and answered its smoke test. Safe to call again with the same id."""
-    deployment = _claim(deployment_id, claim)
-    if deployment is None:
+    """Carry out a deployment's run in this worker (`claim`: the task message's id). Steps
+    already done (by a worker that died) are not redone; the live pointer moves when the
+    run succeeds, after the package was placed and answered its smoke test. Safe to call
+    again with the same id. None when the run was not, or no longer, this worker's."""
+    deployment = Deployment.objects.filter(pk=deployment_id).first()
+    run = run_selectors.run_of(deployment) if deployment else None
+    if run is None or runner.execute(run_id=run.pk, worker=claim) is None:
         return None
-    results: dict[str, Any] = {}
-
-    def log(message: str, level: str = LogLevel.INFO, *, step: str = "") -> None:
-        deployment_log(deployment, message, level=level, step=step or current["name"])
-
-    def heartbeat() -> None:
-        if not Deployment.objects.filter(
-            pk=deployment.pk, claim=claim, state=DeploymentState.RUNNING
-        ).update(heartbeat_at=timezone.now()):
-            raise DeploymentLost()
-
-    current: dict[str, Any] = {"name": ""}
-    ctx = StepContext(deployment=deployment, log=log, heartbeat=heartbeat, results=results)
-    try:
-        # Inside the try: a backend that cannot even be set up fails the deployment with its
-        # reason instead of leaving it running until the stuck-deployment sweep.
-        backend = backend_for(deployment.endpoint)
-        planned = {s.name: s for s in backend.plan(deployment.endpoint)}
-        if [s["name"] for s in deployment.steps] != list(planned):
-            deployment.steps = [
-                {"name": s.name, "label": s.label, "state": StepState.PENDING}
-                for s in planned.values()
-            ]
-        for step in deployment.steps:
-            if step["state"] in (StepState.DONE, StepState.SKIPPED):
-                continue
-            current["name"] = step["name"]
-            step.update(state=StepState.RUNNING, started_at=timezone.now().isoformat(), error="")
-            _save_steps(deployment, claim)
-            if step["name"] == deployment.steps[-1]["name"]:
-                # The last step moves the live pointer: make sure nobody else holds the
-                # deployment and the version is still deployable before doing it.
-                heartbeat()
-            pulse = _Heartbeat(deployment.pk, claim)
-            pulse.start()
-            try:
-                outcome = backend.run_step(step["name"], ctx) or {}
-            finally:
-                pulse.stop()
-            skipped = bool(outcome.pop("skipped", False))
-            step.update(
-                state=StepState.SKIPPED if skipped else StepState.DONE,
-                finished_at=timezone.now().isoformat(),
-                result=outcome,
-            )
-            results[step["name"]] = outcome
-            _save_steps(deployment, claim)
-        return _deployment_succeed(deployment, claim=claim)
-    except DeploymentLost:
-        logger.warning("Deployment #%s was taken over or finished elsewhere.", deployment.pk)
-        return None
-    except DeploymentStepError as exc:
-        return _deployment_fail_running(
-            deployment, claim=claim, step=current["name"], error=str(exc)
-        )
-    except Exception as exc:  # noqa: BLE001 - any unexpected error fails the deployment cleanly
-        logger.exception("Deployment #%s failed", deployment.pk)
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        return _deployment_fail_running(deployment, claim=claim, step=current["name"], error=detail)
-
-
-def _deployment_fail_running(
-    deployment: Deployment, *, claim: str, step: str, error: str
-) -> Deployment | None:
-    for item in deployment.steps:
-        if item["name"] == step:
-            item.update(state=StepState.FAILED, finished_at=timezone.now().isoformat(), error=error)
-    with transaction.atomic():
-        locked = Deployment.objects.select_for_update(of=("self",)).get(pk=deployment.pk)
-        if locked.claim != claim or locked.state != DeploymentState.RUNNING:
-            return None
-        locked.steps = deployment.steps
-        locked.error = error
-        _set_state(
-            locked,
-            DeploymentState.FAILED,
-            reason=error,
-            fields=("steps", "error"),
-            data={"step": step},
-        )
-        deployment_log(
-            locked, f"Failed at {step or 'start'}: {error}", level=LogLevel.ERROR, step=step
-        )
-        _on_commit_task("notify_deployment_failed", locked.pk)
-    return locked
-
-
-def _deployment_succeed(deployment: Deployment, *, claim: str) -> Deployment | None:
-    """Move the live pointer and close the deployment, in one transaction."""
-    now = timezone.now()
-    with transaction.atomic():
-        locked = (
-            Deployment.objects.select_for_update(of=("self",))
-            .select_related("endpoint", "version", "model")
-            .get(pk=deployment.pk)
-        )
-        if locked.claim != claim or locked.state != DeploymentState.RUNNING:
-            return None
-        live = (
-            LiveVersion.objects.select_for_update(of=("self",))
-            .select_related("deployment")
-            .filter(endpoint=locked.endpoint, model=locked.model)
-            .first()
-        )
-        replaced = live.deployment if live else None
-        LiveVersionHistory.objects.filter(
-            endpoint=locked.endpoint, model=locked.model, until__isnull=True
-        ).update(until=now)
-        LiveVersionHistory.objects.create(
-            endpoint=locked.endpoint,
-            model=locked.model,
-            version=locked.version,
-            deployment=locked,
-            since=now,
-        )
-        LiveVersion.objects.update_or_create(
-            endpoint=locked.endpoint,
-            model=locked.model,
-            defaults={"version": locked.version, "deployment": locked, "since": now},
-        )
-        locked.steps = deployment.steps
-        locked.result = {step["name"]: step.get("result", {}) for step in deployment.steps}
-        _set_state(
-            locked,
-            DeploymentState.SUCCEEDED,
-            fields=("steps", "result"),
-            data={"live_version": locked.version.version},
-        )
-        if replaced is not None and replaced.pk != locked.pk:
-            replaced_state = (
-                DeploymentState.ROLLED_BACK
-                if locked.kind == DeploymentKind.ROLLBACK
-                else DeploymentState.SUPERSEDED
-            )
-            replaced = Deployment.objects.select_for_update(of=("self",)).get(pk=replaced.pk)
-            if replaced_state in DEPLOYMENT_TRANSITIONS.get(replaced.state, set()):
-                _set_state(
-                    replaced,
-                    replaced_state,
-                    reason=f"Replaced by deployment #{locked.pk}.",
-                    data={"by": locked.pk},
-                )
-        deployment_log(
-            locked,
-            f"{locked.version} is live on {locked.endpoint.name}"
-            + (f" (was v{replaced.version.version})." if replaced else "."),
-        )
-    return locked
+    return selectors.deployment_get(pk=deployment_id)
 
 
 @transaction.atomic
 def deployment_fail(
     *, actor, deployment: Deployment, reason: str, source: str = Source.WORKER
 ) -> Deployment:
-    """Fail a deployment that cannot finish (its worker is gone for good). The live pointer
-    stays where it was."""
-    deployment = Deployment.objects.select_for_update(of=("self",)).get(pk=deployment.pk)
-    if deployment.state in FINISHED_DEPLOYMENT_STATES:
-        return deployment
-    for step in deployment.steps:
-        if step["state"] == StepState.RUNNING:
-            step.update(state=StepState.FAILED, error=reason)
-    deployment.error = reason
-    deployment.claim = ""
-    _set_state(
-        deployment,
-        DeploymentState.FAILED,
-        actor=actor,
-        reason=reason,
-        source=source,
-        fields=("steps", "error", "claim"),
-    )
-    deployment_log(deployment, reason, level=LogLevel.ERROR)
-    _on_commit_task("notify_deployment_failed", deployment.pk)
-    return deployment
+    """Fail a deployment that cannot finish (its worker is gone for good), with its run.
+    The live pointer stays where it was."""
+    run = run_selectors.run_of(deployment)
+    plan = plan_for(plans.DeploymentPlan.path())
+    if run is not None:
+        run = Run.objects.select_for_update(no_key=True).get(pk=run.pk)
+    if run is not None and run.is_active:
+        run.steps.filter(state=StepState.RUNNING).update(state=StepState.FAILED, error=reason)
+        run.error, run.claimed_by = reason, ""
+        run_set_state(run, RunState.FAILED, fields=("error", "claimed_by"))
+        run_log(run, reason, level=LogLevel.ERROR)
+    plan.on_fail(run, deployment, step="", error=reason, actor=actor, source=source)
+    return Deployment.objects.get(pk=deployment.pk)
+
+
+def deployment_cancel(
+    *, actor, deployment: Deployment, reason: str = "", source: str = Source.BROWSER
+) -> Deployment:
+    """Stop a pending or running deployment; whoever may deploy there may cancel. A running
+    one stops after its current step; the live pointer stays where it was."""
+    endpoint = deployment.endpoint
+    if endpoint.environment.requires_approval:
+        _require(actor, APPROVE_PERMISSION, f"Only approvers cancel {endpoint.environment}.")
+    else:
+        _require(actor, DEPLOY_PERMISSION, "You may not cancel deployments.")
+    run = run_selectors.run_of(deployment)
+    if run is None or not deployment.is_active:
+        raise InvalidTransition(
+            f"Deployment #{deployment.pk} is {deployment.get_state_display().lower()}.",
+            field="state",
+        )
+    run_cancel(actor=actor, run=run, reason=reason, source=source)
+    return Deployment.objects.get(pk=deployment.pk)
 
 
 def deployments_resume_stuck(*, now: datetime | None = None) -> dict[str, list[int]]:
-    """Find deployments whose worker went away: hand them back to be resumed from their
-    recorded steps, or fail them cleanly once they ran out of attempts or time."""
-    now = now or timezone.now()
-    stale = now - timedelta(seconds=settings.BERTH_DEPLOYMENT_STALE_SECONDS)
-    too_old = now - timedelta(seconds=settings.BERTH_DEPLOYMENT_TIMEOUT_SECONDS)
-    outcome: dict[str, list[int]] = {"resumed": [], "failed": []}
-    candidates = Deployment.objects.filter(
-        state__in=[DeploymentState.PENDING, DeploymentState.RUNNING]
-    ).values_list("pk", flat=True)
-    for pk in list(candidates):
-        with transaction.atomic():
-            deployment = (
-                Deployment.objects.select_for_update(skip_locked=True, of=("self",))
-                .filter(pk=pk)
-                .first()
-            )
-            if deployment is None or deployment.state in FINISHED_DEPLOYMENT_STATES:
-                continue
-            last_sign = deployment.heartbeat_at or deployment.created_at
-            if last_sign > stale:
-                continue
-            started = deployment.started_at or deployment.created_at
-            if deployment.attempts >= settings.BERTH_DEPLOYMENT_MAX_ATTEMPTS or started < too_old:
-                deployment_fail(
-                    actor=None,
-                    deployment=deployment,
-                    reason=(
-                        f"The worker stopped after {deployment.attempts} attempt(s) and "
-                        f"{int((now - started).total_seconds())} s; "
-                        "the live version was not changed."
-                    ),
-                )
-                outcome["failed"].append(pk)
-                continue
-            if deployment.state == DeploymentState.RUNNING:
-                deployment.claim = ""
-                _set_state(
-                    deployment,
-                    DeploymentState.PENDING,
-                    reason="No sign of life from its worker; queued again to resume.",
-                    fields=("claim",),
-                )
-            deployment_log(
-                deployment,
-                "No sign of life from the worker; queued again to resume from the recorded steps.",
-                level=LogLevel.WARNING,
-            )
-            _on_commit_task("deployment_execute", deployment.pk)
-            outcome["resumed"].append(pk)
-    return outcome
+    """The engine's sweep over deployment runs, answered in deployment ids: those handed
+    back to be resumed from their recorded steps, and those failed cleanly."""
+    outcome = runs_sweep(now=now, plan=plans.DeploymentPlan)
+    subject_of = dict(
+        Run.objects.filter(pk__in=[pk for ids in outcome.values() for pk in ids]).values_list(
+            "pk", "object_id"
+        )
+    )
+    return {
+        "resumed": [subject_of[pk] for pk in outcome["resumed"]],
+        "failed": [subject_of[pk] for pk in outcome["failed"] + outcome["cancelled"]],
+    }
 
 
 # Promotion requests ----------------------------------------------------------------------

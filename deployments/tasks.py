@@ -1,9 +1,8 @@
 """Celery tasks of the deployments app: they take ids and call a service.
 
-`deployment_execute` is acknowledged late: a worker killed mid-deployment leaves the message
-unacknowledged, the broker hands it out again, and the service resumes from the recorded
-steps (the claim is the task id, which a redelivered message keeps). If the message is lost,
-the beat task `deployment_resume_stuck` queues the deployment again or fails it cleanly."""
+A deployment runs on the engine (`runs.tasks.run_execute`, queued when it is created; the
+beat task `runs.tasks.runs_sweep` resumes or fails runs whose worker vanished). The two
+tasks below remain for messages queued before and for callers that think in deployments."""
 
 from __future__ import annotations
 

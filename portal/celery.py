@@ -15,8 +15,9 @@ app.conf.beat_schedule = {
         "task": "registry.tasks.version_requeue_stuck",
         "schedule": 60.0,
     },
-    "resume-stuck-deployments": {
-        "task": "deployments.tasks.deployment_resume_stuck",
+    # Resumes or gives up runs of any plan (deployments, ...) whose worker vanished.
+    "sweep-stale-runs": {
+        "task": "runs.tasks.runs_sweep",
         "schedule": 60.0,
     },
     "sweep-artifacts": {

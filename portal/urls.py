@@ -10,6 +10,7 @@ api_v1 = [
     path("", include("registry.api.urls")),
     path("", include("deployments.api.urls")),
     path("", include("monitoring.api.urls")),
+    path("", include("runs.api.urls")),
     # Anything else under the API answers the API's JSON 404, not the portal's HTML page.
     # Only addresses ending in '/', so APPEND_SLASH still redirects `models` to `models/`.
     re_path(r"^(?:.*/)?$", api_not_found),

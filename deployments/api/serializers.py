@@ -2,10 +2,9 @@
 
 from rest_framework import serializers
 
-from deployments.choices import GPU_INSTANCE_TYPES, Backend, StepState
+from deployments.choices import GPU_INSTANCE_TYPES, Backend
 from deployments.models import (
     Deployment,
-    DeploymentLog,
     Endpoint,
     Environment,
     LiveVersion,
@@ -14,6 +13,7 @@ from deployments.models import (
 )
 from portal.api import StrictCharField
 from registry.api.serializers import MAX_VERSION
+from runs.serializers import RunFollowSerializer, RunLogLineSerializer, RunStepSerializer
 
 
 class EnvironmentSerializer(serializers.ModelSerializer):
@@ -125,14 +125,8 @@ class EndpointCreateSerializer(serializers.Serializer):
     scale_out_cooldown_seconds = serializers.IntegerField(required=False, min_value=0)
 
 
-class StepSerializer(serializers.Serializer):
-    name = serializers.CharField()
-    label = serializers.CharField()
-    state = serializers.ChoiceField(choices=StepState.choices)
-    started_at = serializers.CharField(required=False)
-    finished_at = serializers.CharField(required=False)
-    error = serializers.CharField(required=False)
-    result = serializers.DictField(required=False)
+class StepSerializer(RunStepSerializer):
+    """A step of a deployment's run."""
 
 
 class DeploymentSerializer(serializers.ModelSerializer):
@@ -185,18 +179,12 @@ class DeploymentCreateSerializer(serializers.Serializer):
     reason = StrictCharField(required=False, allow_blank=True, default="")
 
 
-class DeploymentLogSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = DeploymentLog
-        fields = ["id", "created_at", "level", "step", "message"]
+class DeploymentLogSerializer(RunLogLineSerializer):
+    """A line of a deployment's run log."""
 
 
-class DeploymentFollowSerializer(serializers.Serializer):
-    state = serializers.CharField()
-    finished = serializers.BooleanField()
-    steps = StepSerializer(many=True)
-    lines = DeploymentLogSerializer(many=True)
-    next = serializers.IntegerField(help_text="Pass as `since` to get the lines after these.")
+class DeploymentFollowSerializer(RunFollowSerializer):
+    """A deployment's log: the engine's one shape for any run's log."""
 
 
 class LiveVersionHistorySerializer(serializers.ModelSerializer):

@@ -9,16 +9,16 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from deployments import selectors, services
-from deployments.choices import ACTIVE_DEPLOYMENT_STATES, Source
+from deployments.choices import Source
 from deployments.filtersets import DeploymentFilterSet, EndpointFilterSet, PromotionFilterSet
 from portal.api import CONFLICT
 from portal.errors import NotFound, ServiceError
+from runs.api.views import since_param
 
 from .serializers import (
     DecisionSerializer,
     DeploymentCreateSerializer,
     DeploymentFollowSerializer,
-    DeploymentLogSerializer,
     DeploymentSerializer,
     EndpointCreateSerializer,
     EndpointSerializer,
@@ -196,12 +196,15 @@ class DeploymentViewSet(
         serializer = DeploymentCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        deployment = services.deployment_start(
+        # Deploys only: where approval is needed this answers 403 approval_required, and
+        # CI asks for promotion on the promotions route.
+        deployment = services.deployment_request(
             actor=request.user,
             endpoint=_endpoint(data["endpoint"]),
             version=_version(data["model"], data["version"]),
             source=Source.API,
             reason=data["reason"],
+            request_promotion=False,
         )
         deployment = selectors.deployment_get(pk=deployment.pk)
         return Response(
@@ -222,20 +225,9 @@ class DeploymentViewSet(
     @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def log(self, request, pk=None):
         deployment = self.get_object()
-        try:
-            since = int(request.query_params.get("since", 0))
-        except ValueError as exc:
-            raise ServiceError("`since` must be a line id (an integer).", field="since") from exc
-        lines = selectors.deployment_log_since(deployment=deployment, since=since)
-        return Response(
-            {
-                "state": deployment.state,
-                "finished": deployment.state not in ACTIVE_DEPLOYMENT_STATES,
-                "steps": deployment.steps,
-                "lines": DeploymentLogSerializer(lines, many=True).data,
-                "next": lines[-1].id if lines else since,
-            }
-        )
+        since = since_param(request.query_params.get("since"))
+        follow = selectors.deployment_follow(deployment=deployment, since=since)
+        return Response(DeploymentFollowSerializer(follow).data)
 
 
 class PromotionRequestViewSet(

@@ -14,20 +14,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from runs.plans import StepError
 from toolkit.codec import TensorError, decode_response
 from toolkit.comparison import compare_outputs
 
 if TYPE_CHECKING:
     from deployments.models import Deployment, Endpoint
+    from monitoring.sources import MetricTarget
 
 
-class DeploymentStepError(Exception):
+class DeploymentStepError(StepError):
     """A step failed for a reason worth showing to the person deploying."""
 
 
 @dataclass
 class StepContext:
-    """What a step may do besides its work: write log lines and show it is alive."""
+    """What a step may do besides its work: write log lines and show it is alive. The
+    deployment plan (deployments.plans) builds it from the engine's run context: `log`
+    writes to the run's log, `heartbeat` shows life and stops a cancelled run."""
 
     deployment: Deployment
     log: Callable[..., None]
@@ -50,6 +54,11 @@ class EndpointBackend(ABC):
     def plan(self, endpoint: Endpoint) -> list[Step]:
         """The steps of a deployment onto `endpoint`, in order; the last one makes the
         version live."""
+
+    @abstractmethod
+    def metric_source(self, endpoint: Endpoint) -> MetricTarget:
+        """Where `endpoint`'s metrics come from (monitoring asks the backend, so which
+        backend an endpoint uses is decided in one place, `backend_for`)."""
 
     def run_step(self, step: str, ctx: StepContext) -> dict[str, Any] | None:
         """Run one step. Returns what the step found (stored with the step), or None.

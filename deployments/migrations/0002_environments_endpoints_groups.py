@@ -100,9 +100,14 @@ def forwards(apps, schema_editor):
                 content_type__app_label__in=["portal", "registry", "deployments"]
             )
         else:
+            # A permission of a model retired since (deployment logs, now run logs) is
+            # absent when this runs again against today's models (tests reseeding).
             permissions = [
-                Permission.objects.get(content_type__app_label=app, codename=codename)
+                permission
                 for app, codename in perms
+                for permission in Permission.objects.filter(
+                    content_type__app_label=app, codename=codename
+                )[:1]
             ]
         group.permissions.add(*permissions)
 

@@ -14,12 +14,12 @@ import numpy as np
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
-from dataplane.examples import build_demo_archive, demo_test_cases
 from deployments.choices import Backend
 from deployments.models import Endpoint, Environment
 from registry.choices import ArtifactSource, VersionStatus
 from registry.models import ModelVersion, RegisteredModel, TestResult
 from registry.storage import artifact_store
+from toolkit.examples import build_demo_archive, demo_test_cases
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -180,3 +180,4 @@ def seed_reference_data() -> None:
     import_module(
         "deployments.migrations.0003_endpoint_target_allowlists"
     ).grant_configure_permission(apps, None)
+    import_module("deployments.migrations.0004_deployment_runs").grant_run_permissions(apps, None)

@@ -18,6 +18,8 @@ from deployments.models import Deployment, Endpoint, Environment, LiveVersion
 from portal.errors import Conflict, InvalidTransition, PermissionDenied, ServiceError
 from portal.models import AuditEvent
 from registry.choices import VersionStatus
+from runs.choices import RunState
+from runs.models import Run, RunStep
 
 from .factories import (
     RegisteredModelFactory,
@@ -168,8 +170,9 @@ def test_redelivered_message_resumes_and_other_messages_keep_off(scientist, stag
     version = packaged_version(registered_by=scientist)
     deployment = services.deployment_start(actor=scientist, endpoint=staging, version=version)
     # A worker took it, finished the upload, and died.
-    Deployment.objects.filter(pk=deployment.pk).update(
-        state=DeploymentState.RUNNING, claim="task-1", heartbeat_at=timezone.now(), attempts=1
+    Deployment.objects.filter(pk=deployment.pk).update(state=DeploymentState.RUNNING)
+    Run.objects.filter(deployment=deployment).update(
+        state=RunState.RUNNING, claimed_by="task-1", heartbeat_at=timezone.now(), attempts=1
     )
     deployment.refresh_from_db()
     assert run(deployment, claim="task-2") is None  # alive elsewhere: not taken over
@@ -190,14 +193,14 @@ def test_worker_killed_mid_deployment_resumes_from_recorded_steps(
     # Replay history: the same deployment stopped after its first three steps, its worker
     # gone for longer than the stale threshold, and the live pointer never moved.
     LiveVersion.objects.all().delete()
-    steps = done.steps
-    for step in steps[3:]:
-        step.update(state=StepState.PENDING, result={})
-    first_started = steps[0]["started_at"]
-    Deployment.objects.filter(pk=done.pk).update(
-        state=DeploymentState.RUNNING,
-        steps=steps,
-        claim="dead-worker",
+    first_started = done.steps[0]["started_at"]
+    RunStep.objects.filter(run__deployment=done, position__gte=3).update(
+        state=StepState.PENDING, result={}
+    )
+    Deployment.objects.filter(pk=done.pk).update(state=DeploymentState.RUNNING, finished_at=None)
+    Run.objects.filter(deployment=done).update(
+        state=RunState.RUNNING,
+        claimed_by="dead-worker",
         attempts=1,
         heartbeat_at=timezone.now()
         - timedelta(seconds=settings.BERTH_DEPLOYMENT_STALE_SECONDS + 5),
@@ -226,9 +229,10 @@ def test_stuck_deployment_out_of_attempts_fails_cleanly(
 ):
     version = packaged_version(registered_by=scientist)
     deployment = services.deployment_start(actor=scientist, endpoint=staging, version=version)
-    Deployment.objects.filter(pk=deployment.pk).update(
-        state=DeploymentState.RUNNING,
-        claim="dead",
+    Deployment.objects.filter(pk=deployment.pk).update(state=DeploymentState.RUNNING)
+    Run.objects.filter(deployment=deployment).update(
+        state=RunState.RUNNING,
+        claimed_by="dead",
         attempts=settings.BERTH_DEPLOYMENT_MAX_ATTEMPTS,
         heartbeat_at=timezone.now() - timedelta(hours=1),
     )
@@ -477,3 +481,18 @@ def test_data_migration_created_environments_endpoints_and_groups():
         .exists()
     )
     assert Group.objects.get(name="admin").permissions.count() > 20
+
+
+def test_cancelling_a_pending_deployment_fails_it_with_its_run(scientist, staging):
+    version = packaged_version(registered_by=scientist)
+    deployment = services.deployment_start(actor=scientist, endpoint=staging, version=version)
+    cancelled = services.deployment_cancel(
+        actor=scientist, deployment=deployment, reason="Wrong version."
+    )
+    assert cancelled.state == DeploymentState.FAILED and cancelled.error == "Wrong version."
+    assert cancelled.run.state == RunState.CANCELLED
+    assert run(deployment, claim="late-message") is None  # a queued message finds nothing to do
+    assert not LiveVersion.objects.exists()
+    assert AuditEvent.objects.filter(action="deployment.failed", reason="Wrong version.").exists()
+    with pytest.raises(InvalidTransition):
+        services.deployment_cancel(actor=scientist, deployment=cancelled)

@@ -9,4 +9,5 @@ from .dataplane import *  # noqa: F401,F403
 from .monitoring import *  # noqa: F401,F403
 from .notifications import *  # noqa: F401,F403
 from .registry import *  # noqa: F401,F403
+from .runs import *  # noqa: F401,F403
 from .storage import *  # noqa: F401,F403
