@@ -159,7 +159,6 @@ def _seed(args):
                         registered_by=user,
                         problems=[],
                         repository_summary={"models": [{"name": "m"}] * 3},
-                        progress_log=[{"at": "", "step": "test", "message": "x" * 80}] * 20,
                     )
                 )
         ModelVersion.objects.bulk_create(rows, batch_size=2000)

@@ -11,11 +11,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 app.conf.beat_schedule = {
-    "requeue-stuck-versions": {
-        "task": "registry.tasks.version_requeue_stuck",
-        "schedule": 60.0,
-    },
-    # Resumes or gives up runs of any plan (deployments, ...) whose worker vanished.
+    # Resumes or gives up runs of any plan (deployments, the registry's pipeline steps...)
+    # whose worker vanished.
     "sweep-stale-runs": {
         "task": "runs.tasks.runs_sweep",
         "schedule": 60.0,

@@ -77,7 +77,6 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "version",
         "status",
         "status_changed_at",
-        "heartbeat_at",
         "attempts",
         "artifact_source",
         "artifact_uri",

@@ -42,7 +42,7 @@ IN_PROGRESS_STATUSES = {VersionStatus.VALIDATING, VersionStatus.TESTING, Version
 FAILED_STATUSES = {VersionStatus.INVALID, VersionStatus.TEST_FAILED}
 
 # The pipeline as data: each step starts from one state, runs in another, and may go back to
-# where it started when its worker died (see version_requeue_stuck).
+# where it started when its worker died (see registry.plans).
 PIPELINE_STEPS: dict[str, dict[str, str]] = {
     "validate": {"ready": VersionStatus.REGISTERED, "running": VersionStatus.VALIDATING},
     "test": {"ready": VersionStatus.VALIDATED, "running": VersionStatus.TESTING},

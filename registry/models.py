@@ -107,14 +107,6 @@ class ModelVersion(models.Model):
         help_text="Models, platforms and ensemble steps found by validation.",
     )
     test_cases = models.JSONField(default=list, blank=True)
-    progress_log = models.JSONField(default=list, blank=True)
-    attempts = models.PositiveIntegerField(
-        default=0, help_text="Attempts at the current pipeline step (reset when a step ends)."
-    )
-    heartbeat_at = models.DateTimeField(
-        null=True, blank=True, help_text="Last sign of life from the worker running a step."
-    )
-
     # The package: `<model>_<version>.tar.gz` for SageMaker multi-model endpoints.
     package_uri = models.CharField(max_length=1024, blank=True)
     package_sha256 = models.CharField(max_length=64, blank=True)
@@ -143,6 +135,20 @@ class ModelVersion(models.Model):
     @property
     def in_progress(self) -> bool:
         return self.status in IN_PROGRESS_STATUSES
+
+    @property
+    def attempts(self) -> int:
+        """Attempts at the pipeline step in progress (0 when none is under way)."""
+        from .plans import current_attempts
+
+        return current_attempts(self)
+
+    @property
+    def progress_log(self) -> list[dict[str, str]]:
+        """The pipeline's progress lines (its runs' logs): {"at", "step", "message"}."""
+        from .plans import progress_log
+
+        return progress_log(self)
 
     @property
     def status_badge(self) -> str:

@@ -129,8 +129,6 @@ def version_status_get(*, name: str, version: int) -> ModelVersion:
             "version",
             "status",
             "status_changed_at",
-            "progress_log",
-            "attempts",
         )
         .filter(model__name=name, version=version)
         .first()

@@ -185,10 +185,14 @@ def runs_sweep(*, now: datetime | None = None, plan: type[Plan] | None = None) -
                 outcome["failed"].append(pk)
                 continue
             reason = "No sign of life from its worker; queued again to resume."
+            # Counted from now, so the next beats do not send it again while the message
+            # waits for a free worker.
             if run.state == RunState.RUNNING:
                 run.claimed_by = ""
                 run_set_state(run, RunState.PENDING, fields=("claimed_by",))
                 run_plan.on_requeue(run, subject, reason=reason)
+            run.heartbeat_at = now
+            run.save(update_fields=["heartbeat_at"])
             run_log(
                 run,
                 "No sign of life from the worker; queued again to resume from the recorded steps.",

@@ -132,7 +132,7 @@ def test_a_worker_killed_mid_step_leaves_a_version_that_is_requeued(
     version.refresh_from_db()
     assert version.status == VersionStatus.TESTING and version.attempts == 1
     # Not yet stuck by the default timeout: the beat task leaves it alone.
-    assert services.version_requeue_stuck() == []
+    assert tasks.version_requeue_stuck() == []
 
     # A new worker with a short timeout; beat's task runs through the broker like any other.
     second = celery_worker_factory(BERTH_VERSION_STUCK_SECONDS="2")

@@ -3,8 +3,8 @@ the test step runs Triton."""
 
 from .env import env_bool, env_int
 
-# A step with no sign of life (state change or progress line) for this long is requeued by
-# the beat task registry.tasks.version_requeue_stuck.
+# A step with no heartbeat for this long is resumed (or given up) by the engine's sweep,
+# the beat task runs.tasks.runs_sweep.
 BERTH_VERSION_STUCK_SECONDS = env_int("BERTH_VERSION_STUCK_SECONDS", 900)
 # Attempts per step before the version is given up with a problem saying why.
 BERTH_VERSION_MAX_ATTEMPTS = env_int("BERTH_VERSION_MAX_ATTEMPTS", 3)

@@ -7,8 +7,8 @@ from rest_framework import serializers
 from portal.api import StrictCharField, StrictRegexField
 from portal.parsers import JSONInputError, json_loads_bounded
 
+from ..lineage import MAX_TAG_LENGTH, MAX_TAGS
 from ..models import ModelVersion, RegisteredModel, TestResult, model_name_validator
-from ..services import MAX_TAG_LENGTH, MAX_TAGS
 
 # Version numbers are PostgreSQL integers.
 MAX_VERSION = 2**31 - 1

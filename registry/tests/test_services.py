@@ -12,10 +12,13 @@ from django.utils import timezone
 
 from portal.errors import Conflict, InvalidTransition, PermissionDenied, ServiceError
 from portal.models import AuditEvent
-from registry import services
+from registry import plans, services
 from registry.artifacts import PayloadTooLarge
-from registry.choices import VersionStatus
+from registry.choices import PIPELINE_STEPS, VersionStatus
 from registry.models import ModelVersion, RegisteredModel, TestResult
+from runs.choices import RunState
+from runs.models import Run
+from runs.services import runs_sweep
 
 from . import archives
 from .archives import upload
@@ -247,7 +250,7 @@ def register(user, model, path: Path, **kwargs) -> ModelVersion:
 
 def test_validate_step_records_summary_and_transitions(user, model, demo_tar, registry_dirs):
     version = register(user, model, demo_tar)
-    services.version_validate(version_id=version.pk)
+    plans.version_validate(version_id=version.pk)
     version.refresh_from_db()
     assert version.status == VersionStatus.VALIDATED
     assert version.repository_summary["entry_model"] == "demo_ensemble"
@@ -263,7 +266,7 @@ def test_validate_step_records_summary_and_transitions(user, model, demo_tar, re
     ]
     assert any("Valid: 3 model(s)" in line["message"] for line in version.progress_log)
     # Idempotent: a second delivery of the same message does nothing.
-    assert services.version_validate(version_id=version.pk) is None
+    assert plans.version_validate(version_id=version.pk) is None
     assert not list((registry_dirs / "scratch").iterdir())
 
 
@@ -288,7 +291,7 @@ def test_hostile_archives_are_rejected_with_a_clear_message(
     path = build(outside / f"hostile{suffix}")
     before = sorted(p for p in registry_dirs.rglob("*") if "scratch" not in p.parts)
     version = register(user, model, path)
-    services.version_validate(version_id=version.pk)
+    plans.version_validate(version_id=version.pk)
     version.refresh_from_db()
     assert version.status == VersionStatus.INVALID
     assert len(version.problems) == 1
@@ -309,11 +312,11 @@ def test_archive_limits_come_from_settings(user, model, registry_dirs, settings)
         "max_file_bytes": 1000,
     }
     version = register(user, model, archives.many_files_archive(registry_dirs / "many.tar.gz", 10))
-    services.version_validate(version_id=version.pk)
+    plans.version_validate(version_id=version.pk)
     version.refresh_from_db()
     assert "more than 5 entries" in version.problems[0]["message"]
     version = register(user, model, archives.big_file_archive(registry_dirs / "big.tar.gz", 5000))
-    services.version_validate(version_id=version.pk)
+    plans.version_validate(version_id=version.pk)
     version.refresh_from_db()
     assert "byte limit per file" in version.problems[0]["message"]
 
@@ -328,12 +331,39 @@ def test_invalid_repository_lists_all_problems(user, model, registry_dirs):
         registry_dirs / "bad.tar.gz",
     )
     version = register(user, model, path)
-    services.version_validate(version_id=version.pk)
+    plans.version_validate(version_id=version.pk)
     version.refresh_from_db()
     assert version.status == VersionStatus.INVALID
     files = sorted(p["file"] for p in version.problems)
     assert "a/config.pbtxt" in files and "b/1/model.onnx" in files
     assert any(p["line"] == 2 for p in version.problems)
+
+
+def step_run(version: ModelVersion, step: str) -> Run:
+    """The version's latest run of `step` (each pipeline step is a run of its own plan)."""
+    return (
+        Run.objects.filter(object_id=version.pk, plan=plans.PLANS[step].path())
+        .order_by("-id")
+        .first()
+    )
+
+
+def worker_died(version: ModelVersion, step: str, *, attempts: int, when) -> Run:
+    """What a worker killed mid-step leaves: the version in the step's running state and the
+    step's run held by a worker whose last heartbeat was at `when`."""
+    run = step_run(version, step) or plans.step_start(version=version, step=step)
+    ModelVersion.objects.filter(pk=version.pk).update(
+        status=PIPELINE_STEPS[step]["running"], status_changed_at=when
+    )
+    Run.objects.filter(pk=run.pk).update(
+        state=RunState.RUNNING,
+        claimed_by="gone-worker",
+        attempts=attempts,
+        heartbeat_at=when,
+        started_at=when,
+        created_at=when,
+    )
+    return run
 
 
 def test_requeue_stuck_versions_then_give_up(
@@ -342,16 +372,12 @@ def test_requeue_stuck_versions_then_give_up(
     settings.BERTH_VERSION_MAX_ATTEMPTS = 2
     version = register(user, model, demo_tar)
     long_ago = timezone.now() - timedelta(hours=2)
-    ModelVersion.objects.filter(pk=version.pk).update(
-        status=VersionStatus.VALIDATING,
-        attempts=1,
-        status_changed_at=long_ago,
-        heartbeat_at=long_ago,
-    )
-    fresh = ModelVersionFactory(model=model, version=7, status=VersionStatus.TESTING, attempts=1)
+    run = worker_died(version, "validate", attempts=1, when=long_ago)
+    fresh = ModelVersionFactory(model=model, version=7)
+    worker_died(fresh, "test", attempts=1, when=timezone.now())
     with django_capture_on_commit_callbacks() as callbacks:
-        handled = services.version_requeue_stuck()
-    assert handled == [version.pk]
+        handled = runs_sweep()
+    assert handled["resumed"] == [run.pk]
     assert len(callbacks) == 1
     version.refresh_from_db()
     assert version.status == VersionStatus.REGISTERED
@@ -361,13 +387,8 @@ def test_requeue_stuck_versions_then_give_up(
     assert fresh.status == VersionStatus.TESTING  # still alive: left alone
 
     # The second attempt dies too: the version gives up with a clear problem.
-    ModelVersion.objects.filter(pk=version.pk).update(
-        status=VersionStatus.VALIDATING,
-        attempts=2,
-        status_changed_at=long_ago,
-        heartbeat_at=long_ago,
-    )
-    services.version_requeue_stuck()
+    worker_died(version, "validate", attempts=2, when=long_ago)
+    runs_sweep()
     version.refresh_from_db()
     assert version.status == VersionStatus.INVALID
     assert "Validate gave up after 2 attempts" in version.problems[-1]["message"]
@@ -378,44 +399,41 @@ def test_a_version_whose_step_message_was_lost_is_sent_again(
 ):
     version = register(user, model, demo_tar)
     long_ago = timezone.now() - timedelta(hours=2)
-    ModelVersion.objects.filter(pk=version.pk).update(status_changed_at=long_ago, heartbeat_at=None)
+    run = step_run(version, "validate")
+    Run.objects.filter(pk=run.pk).update(created_at=long_ago, heartbeat_at=None)
     with django_capture_on_commit_callbacks() as callbacks:
-        handled = services.version_requeue_stuck()
-    assert handled == [version.pk]
+        handled = runs_sweep()
+    assert handled["resumed"] == [run.pk]
     assert len(callbacks) == 1  # the validate step, sent again
     version.refresh_from_db()
     assert version.status == VersionStatus.REGISTERED
-    assert any("sent again" in line["message"] for line in version.progress_log)
+    assert any("queued again" in line["message"] for line in version.progress_log)
 
     # Its heartbeat is fresh now: the next beat leaves it alone.
     with django_capture_on_commit_callbacks() as callbacks:
-        assert services.version_requeue_stuck() == []
+        assert runs_sweep() == {"resumed": [], "failed": [], "cancelled": []}
     assert callbacks == []
 
 
 def test_a_stale_running_step_is_taken_over_by_a_redelivered_message(user, model, demo_tar):
     version = register(user, model, demo_tar)
     long_ago = timezone.now() - timedelta(hours=2)
-    ModelVersion.objects.filter(pk=version.pk).update(
-        status=VersionStatus.VALIDATING,
-        attempts=1,
-        status_changed_at=long_ago,
-        heartbeat_at=long_ago,
-    )
-    services.version_validate(version_id=version.pk)
+    worker_died(version, "validate", attempts=1, when=long_ago)
+    plans.version_validate(version_id=version.pk)
     version.refresh_from_db()
     assert version.status == VersionStatus.VALIDATED
+    takeover = AuditEvent.objects.filter(target_id=str(version.pk), action="version.requeue")
+    assert takeover.get().to_state == VersionStatus.REGISTERED
     # A stale step that used up its attempts gives up instead.
-    ModelVersion.objects.filter(pk=version.pk).update(
-        status=VersionStatus.TESTING, attempts=3, status_changed_at=long_ago, heartbeat_at=long_ago
-    )
-    assert services.version_test(version_id=version.pk) is None
+    run = worker_died(version, "test", attempts=3, when=long_ago)
+    assert runs_sweep()["failed"] == [run.pk]
+    assert plans.version_test(version_id=version.pk) is None
     version.refresh_from_db()
     assert version.status == VersionStatus.TEST_FAILED
     assert "Test gave up after 3 attempts" in version.problems[-1]["message"]
     # ... but a step another worker is running right now is left to it.
-    ModelVersion.objects.filter(pk=version.pk).update(status=VersionStatus.TESTING, attempts=1)
-    assert services.version_test(version_id=version.pk) is None
+    worker_died(version, "test", attempts=1, when=timezone.now())
+    assert plans.version_test(version_id=version.pk) is None
 
 
 def test_unexpected_errors_retry_then_give_up(
@@ -425,10 +443,15 @@ def test_unexpected_errors_retry_then_give_up(
     version = register(user, model, demo_tar)
     Path(version.artifact_uri).unlink()  # the artifact store lost the file
     with django_capture_on_commit_callbacks() as callbacks:
-        services.version_validate(version_id=version.pk)
+        plans.version_validate(version_id=version.pk)
     version.refresh_from_db()
     assert version.status == VersionStatus.REGISTERED and len(callbacks) == 1
-    services.version_validate(version_id=version.pk)
+    assert version.attempts == 1
+    # The next attempt waits for its backoff; then it runs and gives up.
+    run = step_run(version, "validate")
+    assert run.not_before is not None
+    Run.objects.filter(pk=run.pk).update(not_before=None)
+    plans.version_validate(version_id=version.pk)
     version.refresh_from_db()
     assert version.status == VersionStatus.INVALID
     assert "gave up after 2 attempts: FileNotFoundError" in version.problems[-1]["message"]
@@ -437,7 +460,7 @@ def test_unexpected_errors_retry_then_give_up(
 def test_transitions_follow_the_table(user, model):
     version = ModelVersionFactory(model=model, status=VersionStatus.PACKAGED)
     with pytest.raises(InvalidTransition):
-        services._transition(version, VersionStatus.TESTING)
+        plans._transition(version, VersionStatus.TESTING)
     with pytest.raises(InvalidTransition):
         services.version_retry(actor=user, version=version)
 
@@ -445,8 +468,8 @@ def test_transitions_follow_the_table(user, model):
 @pytest.mark.triton
 def test_full_pipeline_on_real_triton_reaches_packaged(user, model, demo_tar, registry_dirs):
     version = register(user, model, demo_tar, lineage=LINEAGE)
-    services.version_validate(version_id=version.pk)
-    services.version_test(version_id=version.pk)
+    plans.version_validate(version_id=version.pk)
+    plans.version_test(version_id=version.pk)
     version.refresh_from_db()
     assert version.status == VersionStatus.TESTED, version.problems
     results = list(version.test_results.order_by("id"))
@@ -455,7 +478,7 @@ def test_full_pipeline_on_real_triton_reaches_packaged(user, model, demo_tar, re
     assert results[0].actual["PROBABILITIES"]["shape"] == [1, 3]
     assert results[0].duration_ms > 0
 
-    services.version_package(version_id=version.pk)
+    plans.version_package(version_id=version.pk)
     version.refresh_from_db()
     assert version.status == VersionStatus.PACKAGED
     package = Path(version.package_uri)
@@ -469,7 +492,7 @@ def test_full_pipeline_on_real_triton_reaches_packaged(user, model, demo_tar, re
     # Deterministic: packaging again gives the same bytes.
     first_sha = version.package_sha256
     ModelVersion.objects.filter(pk=version.pk).update(status=VersionStatus.TESTED)
-    services.version_package(version_id=version.pk)
+    plans.version_package(version_id=version.pk)
     version.refresh_from_db()
     assert version.package_sha256 == first_sha
 
@@ -486,8 +509,8 @@ def test_no_test_cases_gets_one_smoke_inference(user, model, registry_dirs):
         archive=archives.build_tar_gz(repo, registry_dirs / "r.tar.gz").path,
         lineage={},
     )
-    services.version_validate(version_id=version.pk)
-    services.version_test(version_id=version.pk)
+    plans.version_validate(version_id=version.pk)
+    plans.version_test(version_id=version.pk)
     version.refresh_from_db()
     assert version.status == VersionStatus.TESTED
     (smoke,) = version.test_results.all()
@@ -512,8 +535,8 @@ def test_wrong_expectations_and_load_failures_fail_the_tests(user, model, regist
     version = services.version_register(
         actor=user, model=model, archive=path, lineage={}, test_cases=cases
     )
-    services.version_validate(version_id=version.pk)
-    services.version_test(version_id=version.pk)
+    plans.version_validate(version_id=version.pk)
+    plans.version_test(version_id=version.pk)
     version.refresh_from_db()
     assert version.status == VersionStatus.TEST_FAILED
     wrong = version.test_results.get(name="wrong")
@@ -529,8 +552,8 @@ def test_wrong_expectations_and_load_failures_fail_the_tests(user, model, regist
     )
     path = archives.build_tar_gz(failing, registry_dirs / "f.tar.gz").path
     broken = services.version_register(actor=user, model=model, archive=path, lineage={})
-    services.version_validate(version_id=broken.pk)
-    services.version_test(version_id=broken.pk)
+    plans.version_validate(version_id=broken.pk)
+    plans.version_test(version_id=broken.pk)
     broken.refresh_from_db()
     assert broken.status == VersionStatus.TEST_FAILED
     assert "weights file is corrupt" in broken.problems[0]["message"]

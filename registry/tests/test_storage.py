@@ -13,7 +13,7 @@ from moto import mock_aws
 
 from portal import aws
 from portal.errors import ServiceError
-from registry import services
+from registry import plans, services
 from registry.choices import VersionStatus
 from registry.models import ModelVersion
 from registry.packaging import build_tar_gz
@@ -91,12 +91,12 @@ def test_register_from_s3_into_an_s3_store(s3, tmp_path, settings, user, model, 
     assert version.content_sha256 == hashlib.sha256(demo_tar.read_bytes()).hexdigest()
     assert version.source_uri == "s3://ci-uploads/builds/demo.tar.gz"
     # The validation step reads it back from S3.
-    services.version_validate(version_id=version.pk)
+    plans.version_validate(version_id=version.pk)
     version.refresh_from_db()
     assert version.status == VersionStatus.VALIDATED
     # Packaging writes `<model>_<version>.tar.gz` to S3 (testing on Triton is covered elsewhere).
     ModelVersion.objects.filter(pk=version.pk).update(status=VersionStatus.TESTED)
-    services.version_package(version_id=version.pk)
+    plans.version_package(version_id=version.pk)
     version.refresh_from_db()
     assert version.status == VersionStatus.PACKAGED
     assert version.package_uri == "s3://berth-artifacts/registry/iris/1/iris_1.tar.gz"
@@ -141,7 +141,7 @@ def test_register_a_repository_folder_under_an_s3_prefix(s3, registry_dirs, user
     local = build_tar_gz(repo, registry_dirs / "local.tar.gz")
     assert version.content_sha256 == local.sha256
     assert version.source_uri == "s3://ci-uploads/builds/417/repository/"
-    services.version_validate(version_id=version.pk)
+    plans.version_validate(version_id=version.pk)
     version.refresh_from_db()
     assert version.status == VersionStatus.VALIDATED
     # Without the final slash it names the same folder (so: the same content, a 409).

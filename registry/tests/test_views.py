@@ -8,6 +8,8 @@ from django.urls import reverse
 from portal.audit import audit_record
 from registry.choices import VersionStatus
 from registry.models import ModelVersion, RegisteredModel
+from registry.plans import TestPlan
+from runs.services import run_create, run_log
 
 from .factories import ModelVersionFactory, RegisteredModelFactory
 
@@ -123,18 +125,9 @@ def test_version_page_shows_lineage_problems_results_package_and_history(browser
 
 
 def test_status_fragment_polls_while_in_progress_and_refreshes_on_change(browser, model):
-    version = ModelVersionFactory(
-        model=model,
-        version=1,
-        status=VersionStatus.TESTING,
-        progress_log=[
-            {
-                "at": "2026-01-01T10:00:00",
-                "step": "test",
-                "message": "Loaded demo_ensemble in 2.1 s.",
-            }
-        ],
-    )
+    version = ModelVersionFactory(model=model, version=1, status=VersionStatus.TESTING)
+    run = run_create(subject=version, plan=TestPlan, enqueue=False)
+    run_log(run, "Loaded demo_ensemble in 2.1 s.", step="test")
     page = browser.get(version.get_absolute_url()).content.decode()
     assert 'hx-trigger="every 2s"' in page and "Loaded demo_ensemble" in page
     url = reverse("registry:version-status", kwargs={"name": "iris", "version": 1})

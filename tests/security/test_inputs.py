@@ -28,7 +28,7 @@ from rest_framework.test import APIClient
 
 from portal.errors import ServiceError
 from portal.services import token_create
-from registry import services
+from registry import plans, services
 from registry.choices import VersionStatus
 from registry.models import ModelVersion
 from registry.tests import archives
@@ -86,7 +86,7 @@ def validate(user, model, archive: Path, dirs: Path, *, seconds: float = 10) -> 
     before = files_under(dirs)
     version = services.version_register(actor=user, model=model, archive=archive, lineage={})
     started = time.monotonic()
-    services.version_validate(version_id=version.pk)
+    plans.version_validate(version_id=version.pk)
     elapsed = time.monotonic() - started
     version.refresh_from_db()
     new = files_under(dirs) - before
