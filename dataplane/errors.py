@@ -110,10 +110,6 @@ def service_unavailable(message: str) -> GatewayError:
     return GatewayError(503, "ServiceUnavailable", message)
 
 
-def internal_failure(message: str) -> GatewayError:
-    return GatewayError(500, "InternalFailure", message)
-
-
 def insufficient_memory(message: str) -> GatewayError:
     # 507 is what SageMaker's Triton frontend answers when a model cannot fit.
     return GatewayError(507, "InsufficientMemory", message, error_code="InsufficientMemory")

@@ -345,9 +345,6 @@ class MetricsRegistry:
             for m in stale:
                 del series.minutes[m]
 
-    def all_series(self) -> list[Series]:
-        return list(self._series.values())
-
     # -- GetMetricData --------------------------------------------------------------------
 
     def statistic_values(

@@ -3,6 +3,10 @@ the choices an endpoint offers (backends, GPU instance types)."""
 
 from django.db import models
 
+# Where a change was asked for: the audit trail's one enumeration, also stored on
+# deployments and promotion requests.
+from portal.choices import Source  # noqa: F401
+
 # A deployment's steps and log lines are those of its run on the engine.
 from runs.choices import LogLevel, StepState  # noqa: F401
 
@@ -51,13 +55,6 @@ FINISHED_DEPLOYMENT_STATES = (
 class DeploymentKind(models.TextChoices):
     DEPLOY = "deploy", "Deploy"
     ROLLBACK = "rollback", "Rollback"
-
-
-class Source(models.TextChoices):
-    BROWSER = "browser", "Browser"
-    API = "api", "API"
-    ADMIN = "admin", "Django admin"
-    WORKER = "worker", "Worker"
 
 
 class PromotionState(models.TextChoices):

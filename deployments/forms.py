@@ -7,12 +7,6 @@ from .choices import DEFAULT_GPU_INSTANCE_TYPE, GPU_INSTANCE_TYPES, Backend
 from .models import Endpoint, Environment, endpoint_name_validator
 
 
-class VersionStepForm(forms.Form):
-    """Step 1: the version to deploy (packaged versions only)."""
-
-    version = forms.IntegerField(widget=forms.HiddenInput)
-
-
 class EndpointStepForm(forms.Form):
     """Step 2: an existing endpoint, or a new one."""
 

@@ -41,7 +41,7 @@ def verify(body: bytes, secret: str, signature: str) -> bool:
 def webhook_send(event: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
     """POST the event to every configured URL. A receiver that is down does not fail the
     change that caused the event: the outcome is logged and returned."""
-    urls = list(getattr(settings, "BERTH_WEBHOOK_URLS", []))
+    urls = list(settings.BERTH_WEBHOOK_URLS)
     if not urls:
         return []
     body = json.dumps(
@@ -50,7 +50,7 @@ def webhook_send(event: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
         default=str,
     ).encode()
     headers = {"Content-Type": "application/json", EVENT_HEADER: event}
-    secret = getattr(settings, "BERTH_WEBHOOK_SECRET", "")
+    secret = settings.BERTH_WEBHOOK_SECRET
     if secret:
         headers[SIGNATURE_HEADER] = sign(body, secret)
     http = urllib3.PoolManager(retries=urllib3.Retry(total=2, backoff_factor=0.5))
@@ -62,7 +62,7 @@ def webhook_send(event: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
                 url,
                 body=body,
                 headers=headers,
-                timeout=float(getattr(settings, "BERTH_WEBHOOK_TIMEOUT_SECONDS", 10)),
+                timeout=float(settings.BERTH_WEBHOOK_TIMEOUT_SECONDS),
             )
             outcomes.append({"url": url, "status": response.status})
         except urllib3.exceptions.HTTPError as exc:

@@ -15,7 +15,7 @@ from runs.services import run_log
 
 from . import services
 from .backends import StepContext, backend_for
-from .choices import DEPLOYMENT_TRANSITIONS, FINISHED_DEPLOYMENT_STATES, DeploymentKind
+from .choices import DEPLOYMENT_TRANSITIONS, FINISHED_DEPLOYMENT_STATES, DeploymentKind, Source
 from .choices import DeploymentState as State
 from .models import Deployment, LiveVersion, LiveVersionHistory
 
@@ -142,7 +142,7 @@ class DeploymentPlan(Plan):
         step: str,
         error: str,
         actor=None,
-        source: str = "worker",
+        source: str = Source.WORKER,
     ) -> None:
         """The deployment fails with the run; the live pointer stays where it was."""
         deployment = _locked(subject.pk)
@@ -154,7 +154,7 @@ class DeploymentPlan(Plan):
             State.FAILED,
             actor=actor,
             reason=error,
-            source=source or "worker",
+            source=source or Source.WORKER,
             fields=("error",),
             data={"step": step} if step else None,
         )
@@ -177,7 +177,7 @@ class DeploymentPlan(Plan):
             State.FAILED,
             actor=actor,
             reason=reason,
-            source=source or "worker",
+            source=source or Source.WORKER,
             fields=("error",),
             data={"cancelled": True},
         )

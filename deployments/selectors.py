@@ -5,15 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.apps import apps
 from django.db.models import Count, Prefetch, Q, QuerySet
 
+from portal.errors import NotFound
 from registry.choices import VersionStatus
 from registry.models import ModelVersion, RegisteredModel, TestResult
 from runs.models import RunLogLine
 from runs.selectors import run_follow, run_log_since, steps_prefetch
 
-from .choices import ACTIVE_DEPLOYMENT_STATES, DeploymentState, PromotionState
+from .choices import ACTIVE_DEPLOYMENT_STATES, DeploymentState
 from .models import (
     Deployment,
     Endpoint,
@@ -72,8 +72,17 @@ def endpoint_list(*, environment: str | None = None) -> QuerySet[Endpoint]:
     return queryset
 
 
-def endpoint_get(*, name: str) -> Endpoint | None:
-    return Endpoint.objects.select_related("environment", "created_by").filter(name=name).first()
+def endpoint_get(*, name: str) -> Endpoint:
+    """One endpoint by name; NotFound when there is none."""
+    # PostgreSQL cannot compare text with NUL in it (the query fails): no name holds one.
+    endpoint = (
+        None
+        if "\x00" in name
+        else Endpoint.objects.select_related("environment", "created_by").filter(name=name).first()
+    )
+    if endpoint is None:
+        raise NotFound(f"No endpoint named {name}.", field="endpoint")
+    return endpoint
 
 
 def live_versions(*, endpoint: Endpoint) -> QuerySet[LiveVersion]:
@@ -146,8 +155,9 @@ def deployment_list(*, filters: dict[str, Any] | None = None) -> QuerySet[Deploy
     return queryset
 
 
-def deployment_get(*, pk: int) -> Deployment | None:
-    return (
+def deployment_get(*, pk: int) -> Deployment:
+    """One deployment with what its page shows; NotFound when there is none."""
+    deployment = (
         Deployment.objects.select_related(
             "endpoint__environment",
             "model",
@@ -160,6 +170,9 @@ def deployment_get(*, pk: int) -> Deployment | None:
         .filter(pk=pk)
         .first()
     )
+    if deployment is None:
+        raise NotFound(f"No deployment #{pk}.", field="deployment")
+    return deployment
 
 
 def deployment_log_since(
@@ -251,19 +264,6 @@ def test_results(*, version: ModelVersion) -> list[TestResult]:
     return list(TestResult.objects.filter(version=version).order_by("id"))
 
 
-def load_test_results(*, version: ModelVersion) -> list[dict]:
-    """Results of the version's load tests. Load tests are recorded by a model of this app
-    named LoadTest (version, endpoint, result); until one exists there are none."""
-    try:
-        model = apps.get_model("deployments", "LoadTest")
-    except LookupError:
-        return []
-    return [
-        {"id": item.pk, "endpoint": str(item.endpoint), "result": item.result}
-        for item in model.objects.filter(version=version)
-    ]
-
-
 def promotion_evidence(
     *, version: ModelVersion, staging_deployment: Deployment, target_endpoint: Endpoint
 ) -> dict[str, Any]:
@@ -301,7 +301,8 @@ def promotion_evidence(
                 {},
             ),
         },
-        "load_tests": load_test_results(version=version),
+        # No load test is recorded yet; the key keeps the evidence's shape for the page.
+        "load_tests": [],
         "replaces": {"version": live.version.version if live else None},
         "lineage_diff": lineage_diff(live.version if live else None, version),
         "package": {"name": version.package_name, "sha256": version.package_sha256},
@@ -322,21 +323,32 @@ def promotion_list(*, state: str | None = None) -> QuerySet[PromotionRequest]:
     return queryset
 
 
-def promotion_get(*, pk: int) -> PromotionRequest | None:
-    return promotion_list().filter(pk=pk).first()
+def promotion_get(*, pk: int) -> PromotionRequest:
+    """One promotion request; NotFound when there is none."""
+    promotion = promotion_list().filter(pk=pk).first()
+    if promotion is None:
+        raise NotFound(f"No promotion request #{pk}.", field="promotion")
+    return promotion
 
 
-def pending_promotion_count() -> int:
-    return PromotionRequest.objects.filter(state=PromotionState.PENDING).count()
+def model_get(*, name: str) -> RegisteredModel:
+    """One registered model by name (what a deployment page needs of it); NotFound when
+    there is none."""
+    model = None if "\x00" in name else RegisteredModel.objects.filter(name=name).first()
+    if model is None:
+        raise NotFound(f"No registered model named {name}.", field="model")
+    return model
 
 
-def model_get(*, name: str) -> RegisteredModel | None:
-    return RegisteredModel.objects.filter(name=name).first()
-
-
-def version_get(*, model_name: str, version: int) -> ModelVersion | None:
-    return (
-        ModelVersion.objects.select_related("model", "parent__model")
+def version_get(*, model_name: str, version: int) -> ModelVersion:
+    """One version of a model; NotFound when there is none."""
+    found = (
+        None
+        if "\x00" in model_name
+        else ModelVersion.objects.select_related("model", "parent__model")
         .filter(model__name=model_name, version=version)
         .first()
     )
+    if found is None:
+        raise NotFound(f"{model_name} has no version {version}.", field="version")
+    return found

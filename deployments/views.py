@@ -4,6 +4,7 @@ or selector, and render; the rules are the services'."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from django.contrib import messages
@@ -14,7 +15,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from portal.errors import ServiceError
+from portal.errors import NotFound, ServiceError, get_or_404
 from registry.choices import VersionStatus
 from registry.models import ModelVersion
 
@@ -45,10 +46,7 @@ SAGEMAKER_ONLY_FIELDS = (
 
 
 def _endpoint_or_404(name: str) -> Endpoint:
-    endpoint = selectors.endpoint_get(name=name)
-    if endpoint is None:
-        raise Http404("No such endpoint.")
-    return endpoint
+    return get_or_404(selectors.endpoint_get, name=name)
 
 
 # Endpoints -------------------------------------------------------------------------------
@@ -132,9 +130,7 @@ def endpoint_create(request: HttpRequest) -> HttpResponse:
 @require_POST
 def endpoint_rollback(request: HttpRequest, name: str) -> HttpResponse:
     endpoint = _endpoint_or_404(name)
-    model = selectors.model_get(name=request.POST.get("model", ""))
-    if model is None:
-        raise Http404("No such model.")
+    model = get_or_404(selectors.model_get, name=request.POST.get("model", ""))
     try:
         deployment = services.deployment_rollback(
             actor=request.user,
@@ -165,9 +161,7 @@ def deployment_list(request: HttpRequest) -> HttpResponse:
 
 
 def _deployment_context(pk: int) -> dict[str, Any]:
-    deployment = selectors.deployment_get(pk=pk)
-    if deployment is None:
-        raise Http404("No such deployment.")
+    deployment = get_or_404(selectors.deployment_get, pk=pk)
     return {
         "deployment": deployment,
         "log_lines": selectors.deployment_log_since(deployment=deployment, since=0, limit=2000),
@@ -216,7 +210,8 @@ def _wizard_endpoint(data: dict[str, Any]) -> tuple[Endpoint | None, dict[str, A
     if choice.get("choice") == "new":
         return None, choice
     if choice.get("endpoint"):
-        return selectors.endpoint_get(name=choice["endpoint"]), None
+        with contextlib.suppress(NotFound):  # deleted meanwhile: choose again
+            return selectors.endpoint_get(name=choice["endpoint"]), None
     return None, None
 
 
@@ -242,9 +237,8 @@ def wizard_start(request: HttpRequest) -> HttpResponse:
     data: dict[str, Any] = {}
     model, number = request.GET.get("model"), request.GET.get("version")
     if model and number and number.isdigit():
-        version = selectors.version_get(model_name=model, version=int(number))
-        if version is not None:
-            data["version"] = version.pk
+        with contextlib.suppress(NotFound):  # a stale link preselects nothing
+            data["version"] = selectors.version_get(model_name=model, version=int(number)).pk
     if request.GET.get("endpoint"):
         data["endpoint"] = {"choice": "existing", "endpoint": request.GET["endpoint"]}
     _save_wizard(request, data)
@@ -550,9 +544,7 @@ def promotion_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def promotion_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    promotion = selectors.promotion_get(pk=pk)
-    if promotion is None:
-        raise Http404("No such promotion request.")
+    promotion = get_or_404(selectors.promotion_get, pk=pk)
     return render(
         request,
         "deployments/promotion_detail.html",
@@ -596,9 +588,7 @@ def promotion_create(request: HttpRequest) -> HttpResponse:
 
 
 def _decide(request: HttpRequest, pk: int, service, verb: str) -> HttpResponse:
-    promotion = selectors.promotion_get(pk=pk)
-    if promotion is None:
-        raise Http404("No such promotion request.")
+    promotion = get_or_404(selectors.promotion_get, pk=pk)
     form = DecisionForm(request.POST)
     form.is_valid()
     try:

@@ -33,13 +33,6 @@ def endpoint_list():
     return Endpoint.objects.select_related("environment").order_by("environment__order", "name")
 
 
-def endpoint_get(*, name: str):
-    endpoint = Endpoint.objects.select_related("environment").filter(name=name).first()
-    if endpoint is None:
-        raise NotFound(f"No endpoint named {name!r}.", field="endpoint")
-    return endpoint
-
-
 def metric_target(endpoint: Endpoint) -> MetricTarget:
     """The metric source of an endpoint: its backend answers."""
     return backend_for(endpoint).metric_source(endpoint)

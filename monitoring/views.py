@@ -1,8 +1,7 @@
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
 from django.shortcuts import render
 
-from portal.errors import NotFound
+from portal.errors import get_or_404
 
 from . import selectors
 from .choices import Window
@@ -12,14 +11,12 @@ from .figures import chart_figure, has_data
 @login_required
 def dashboard(request):
     """Metrics of one endpoint, or of one target model on it, over a chosen window."""
-    try:
-        board = selectors.dashboard_get(
-            endpoint_name=request.GET.get("endpoint", ""),
-            target_model=request.GET.get("model", ""),
-            window=request.GET.get("window", Window.HOUR),
-        )
-    except NotFound as exc:
-        raise Http404(exc.message) from exc
+    board = get_or_404(
+        selectors.dashboard_get,
+        endpoint_name=request.GET.get("endpoint", ""),
+        target_model=request.GET.get("model", ""),
+        window=request.GET.get("window", Window.HOUR),
+    )
     charts = [
         {
             "key": chart.key,

@@ -1,10 +1,8 @@
 """Django admin for project-wide models: the audit trail (read-only) and API tokens."""
 
 from django.contrib import admin, messages
-from django.db import transaction
-from django.utils import timezone
 
-from .audit import audit_record
+from . import services
 from .models import ApiToken, AuditEvent
 
 
@@ -68,17 +66,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected tokens")
     def revoke(self, request, queryset):
-        revoked = 0
-        with transaction.atomic():
-            for token in queryset.select_for_update().filter(revoked_at__isnull=True):
-                token.revoked_at = timezone.now()
-                token.save(update_fields=["revoked_at"])
-                audit_record(
-                    actor=request.user,
-                    action="token.revoke",
-                    target=token,
-                    source="admin",
-                    reason=f"Revoked by administrator {request.user.get_username()}.",
-                )
-                revoked += 1
+        revoked = services.tokens_revoke_by_admin(
+            actor=request.user, token_ids=list(queryset.values_list("pk", flat=True))
+        )
         self.message_user(request, f"{revoked} token(s) revoked.", messages.SUCCESS)

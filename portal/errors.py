@@ -1,6 +1,13 @@
 """Errors raised by services. Views, serializers and admin actions turn them into answers
 with a status code, the field concerned and a plain reason."""
 
+from collections.abc import Callable
+from typing import TypeVar
+
+from django.http import Http404
+
+T = TypeVar("T")
+
 
 class ServiceError(Exception):
     """A request the service refuses. `field` names the input at fault, when there is one."""
@@ -39,3 +46,12 @@ class Conflict(ServiceError):
 
 class InvalidTransition(Conflict):
     default_code = "invalid_transition"
+
+
+def get_or_404(selector: Callable[..., T], **kwargs) -> T:
+    """For a page: what a "get one" selector finds (selectors raise NotFound when there is
+    none), or the 404 page with the selector's reason."""
+    try:
+        return selector(**kwargs)
+    except NotFound as exc:
+        raise Http404(exc.message) from exc

@@ -13,8 +13,8 @@ from rest_framework.parsers import JSONParser
 
 # Lineage, test cases and every other JSON body of this API is a few levels deep (a test
 # case's tensor of rank 8 inside its case list is about 12). Anything deeper is refused
-# before a serializer, a recursive encoder (the JSON column's) or a template walks it.
-DEFAULT_JSON_MAX_DEPTH = 64
+# before a serializer, a recursive encoder (the JSON column's) or a template walks it. The
+# limit is the setting BERTH_API_JSON_MAX_DEPTH.
 
 
 class RequestTooLarge(exceptions.APIException):
@@ -28,7 +28,7 @@ class JSONInputError(ValueError):
 
 
 def json_max_depth() -> int:
-    return int(getattr(settings, "BERTH_API_JSON_MAX_DEPTH", DEFAULT_JSON_MAX_DEPTH))
+    return int(settings.BERTH_API_JSON_MAX_DEPTH)
 
 
 def json_loads_bounded(data: bytes | str, *, max_depth: int | None = None):

@@ -12,7 +12,7 @@ from deployments import selectors, services
 from deployments.choices import Source
 from deployments.filtersets import DeploymentFilterSet, EndpointFilterSet, PromotionFilterSet
 from portal.api import CONFLICT
-from portal.errors import NotFound, ServiceError
+from portal.errors import ServiceError
 from runs.api.views import since_param
 
 from .serializers import (
@@ -33,25 +33,15 @@ from .serializers import (
 
 
 def _endpoint(name: str):
-    # PostgreSQL cannot compare text with NUL in it (the query fails): no name holds one.
-    endpoint = None if "\x00" in name else selectors.endpoint_get(name=name)
-    if endpoint is None:
-        raise NotFound(f"No endpoint named {name}.", field="endpoint")
-    return endpoint
+    return selectors.endpoint_get(name=name)
 
 
 def _model(name: str):
-    model = None if "\x00" in name else selectors.model_get(name=name)
-    if model is None:
-        raise NotFound(f"No registered model named {name}.", field="model")
-    return model
+    return selectors.model_get(name=name)
 
 
 def _version(model_name: str, number: int):
-    version = selectors.version_get(model_name=model_name, version=number)
-    if version is None:
-        raise NotFound(f"{model_name} has no version {number}.", field="version")
-    return version
+    return selectors.version_get(model_name=model_name, version=number)
 
 
 class EnvironmentViewSet(viewsets.ReadOnlyModelViewSet):

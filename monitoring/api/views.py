@@ -3,6 +3,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from deployments.selectors import endpoint_get
 from portal.errors import ServiceError
 
 from .. import selectors
@@ -52,7 +53,7 @@ class MetricDataView(APIView):
         )
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        endpoint = selectors.endpoint_get(name=name)
+        endpoint = endpoint_get(name=name)
         target = selectors.metric_target(endpoint)
         if data["target_model"] and not target.source.per_model:
             raise ServiceError(

@@ -58,3 +58,24 @@ def test_tokens_page_shows_the_new_token_once(client, user):
     assert raw.startswith("berth_")
     again = client.get(reverse("token-list"))
     assert raw not in again.content.decode()
+
+
+def test_admin_revokes_any_users_tokens_with_an_audit_record(admin_client, admin_user, user):
+    """The admin's bulk action revokes other users' tokens through the same service rule:
+    each still-active token once, recorded with the admin as actor and source "admin"."""
+    active, _ = services.token_create(actor=user, name="ci")
+    gone, _ = services.token_create(actor=user, name="old")
+    services.token_revoke(actor=user, token_id=gone.pk)
+
+    response = admin_client.post(
+        reverse("admin:portal_apitoken_changelist"),
+        {"action": "revoke", "_selected_action": [active.pk, gone.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert b"1 token(s) revoked." in response.content
+    active.refresh_from_db()
+    assert active.revoked_at is not None
+    (event,) = AuditEvent.objects.filter(action="token.revoke", target_id=str(active.pk))
+    assert (event.actor, event.source) == (admin_user, "admin")
+    assert AuditEvent.objects.filter(action="token.revoke", target_id=str(gone.pk)).count() == 1

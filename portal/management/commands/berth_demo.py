@@ -14,6 +14,8 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from portal.choices import Source
+
 DEMO_MODEL = "demo_ensemble"
 DEMO_REPOSITORY = "https://github.com/berth-demo/iris-ensemble"
 DEMO_DATASET = "s3://berth-demo-datasets/iris/v3/iris.csv"
@@ -139,7 +141,7 @@ class Command(BaseCommand):
                     "an ONNX model (Gemm + Softmax) gives the class probabilities."
                 ),
                 tags=["demo", "ensemble"],
-                source="demo",
+                source=Source.ADMIN,
             )
         existing = {v.version: v for v in ModelVersion.objects.filter(model=model)}
         with tempfile.TemporaryDirectory(prefix="berth-demo-") as tmp:
@@ -150,7 +152,7 @@ class Command(BaseCommand):
                     model=model,
                     archive=archive,
                     lineage=demo_lineage(1),
-                    source="demo",
+                    source=Source.ADMIN,
                 )
             if 2 not in existing:
                 archive = build_fine_tuned_archive(Path(tmp) / "demo_ensemble_ft.tar.gz")
@@ -159,7 +161,7 @@ class Command(BaseCommand):
                     model=model,
                     archive=archive,
                     lineage={**demo_lineage(2), "parent": f"{DEMO_MODEL}:1"},
-                    source="demo",
+                    source=Source.ADMIN,
                 )
         return [existing[number] for number in sorted(existing)]
 
@@ -167,7 +169,7 @@ class Command(BaseCommand):
         """The portal's endpoints for the two endpoints scripts/run starts in the local data
         plane, when the deployments migrations did not create them."""
         from deployments import services
-        from deployments.choices import Backend, Source
+        from deployments.choices import Backend
         from deployments.models import Endpoint, Environment
 
         for name, environment_name in DEMO_ENDPOINTS.items():
