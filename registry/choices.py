@@ -73,10 +73,6 @@ STATUS_BADGE = {
 }
 
 
-def transition_allowed(from_status: str, to_status: str) -> bool:
-    return to_status in VERSION_TRANSITIONS.get(from_status, set())
-
-
 class ArtifactSource(models.TextChoices):
     UPLOAD = "upload", "Uploaded archive"
     URI = "uri", "URI"

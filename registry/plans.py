@@ -31,8 +31,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.utils import timezone
 
-from portal.audit import audit_record
-from portal.errors import InvalidTransition
+from portal.audit import audit_record, state_transition
 from runs.choices import ACTIVE_RUN_STATES, RunState
 from runs.models import Run, RunLogLine
 from runs.plans import (
@@ -51,8 +50,8 @@ from .choices import (
     PIPELINE_STEPS,
     STEP_BY_READY_STATUS,
     STEP_GIVE_UP_STATUS,
+    VERSION_TRANSITIONS,
     VersionStatus,
-    transition_allowed,
 )
 from .models import ModelVersion, TestResult
 from .storage import artifact_store
@@ -77,23 +76,19 @@ def _transition(
     fields: list[str] | tuple[str, ...] = (),
 ) -> ModelVersion:
     """Move `version` (locked by the caller) to `to_status`, with its audit record."""
-    from_status = version.status
-    if not transition_allowed(from_status, to_status):
-        raise InvalidTransition(
-            f"{version} cannot go from {from_status} to {to_status}.", field="status"
-        )
-    version.status = to_status
-    version.status_changed_at = timezone.now()
-    version.save(update_fields=["status", "status_changed_at", *fields])
-    audit_record(
+    state_transition(
+        version,
+        to_status,
+        transitions=VERSION_TRANSITIONS,
+        refusal=f"{version} cannot go from {version.status} to {to_status}.",
         actor=actor,
         action=action,
-        target=version,
-        from_state=from_status,
-        to_state=to_status,
+        source=source,
         reason=reason,
         data=data,
-        source=source,
+        state_field="status",
+        changes={"status_changed_at": timezone.now()},
+        fields=fields,
     )
     return version
 
