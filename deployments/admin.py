@@ -162,26 +162,7 @@ class EndpointForm(forms.ModelForm):
 
     class Meta:
         model = Endpoint
-        fields = [
-            "name",
-            "environment",
-            "backend",
-            "target_name",
-            "description",
-            "memory_budget_bytes",
-            "region",
-            "instance_type",
-            "initial_instance_count",
-            "execution_role_arn",
-            "s3_prefix",
-            "image_uri",
-            "variant_name",
-            "autoscaling_min_instances",
-            "autoscaling_max_instances",
-            "target_invocations_per_instance",
-            "scale_in_cooldown_seconds",
-            "scale_out_cooldown_seconds",
-        ]
+        fields = ["name", "environment", "backend", *services.ENDPOINT_FIELDS]
 
     def clean(self):
         return _service_check(self, super().clean(), services.endpoint_check, "endpoint")

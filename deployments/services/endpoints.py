@@ -22,9 +22,11 @@ from ..choices import Backend, Source
 from ..models import Endpoint, Environment, LiveVersion, s3_bucket_of
 from .common import DEPLOY_PERMISSION, _require, _validation_error, require_configure
 
-ENDPOINT_FIELDS = {
-    "description",
+# What an endpoint is configured with besides its name, environment and backend, in the
+# order forms show it (the admin's form lists these).
+ENDPOINT_FIELDS = (
     "target_name",
+    "description",
     "memory_budget_bytes",
     "region",
     "instance_type",
@@ -38,10 +40,10 @@ ENDPOINT_FIELDS = {
     "target_invocations_per_instance",
     "scale_in_cooldown_seconds",
     "scale_out_cooldown_seconds",
-}
+)
 # What may change on an existing endpoint: its name (the portal's key, part of its SageMaker
 # model and configuration names) and backend stay.
-ENDPOINT_UPDATE_FIELDS = ENDPOINT_FIELDS | {"environment"}
+ENDPOINT_UPDATE_FIELDS = frozenset(ENDPOINT_FIELDS) | {"environment"}
 
 
 def endpoint_check(*, endpoint: Endpoint) -> None:
@@ -128,7 +130,7 @@ def endpoint_create(
     environment's allow-lists, and their Triton image defaults to the one for the region.
     Nothing is created in AWS until the first deployment."""
     require_configure(actor)
-    unknown = set(fields) - ENDPOINT_FIELDS
+    unknown = set(fields) - set(ENDPOINT_FIELDS)
     if unknown:
         raise ServiceError(f"Unknown endpoint fields: {', '.join(sorted(unknown))}.")
     endpoint = Endpoint(
