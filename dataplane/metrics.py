@@ -80,8 +80,9 @@ METRICS: dict[str, MetricInfo] = {
     "ModelUnloadingTime": MetricInfo(
         INVOCATION_NAMESPACE, "Microseconds", "latency", "Time Triton took to unload a model."
     ),
+    # SageMaker publishes it with the instance metrics, not the invocation ones.
     "LoadedModelCount": MetricInfo(
-        INVOCATION_NAMESPACE, "None", "gauge", "Models loaded for the endpoint."
+        INSTANCE_NAMESPACE, "None", "gauge", "Models loaded for the endpoint."
     ),
     "CPUUtilization": MetricInfo(
         INSTANCE_NAMESPACE, "Percent", "gauge", "Sum of the utilization of each CPU core."

@@ -104,15 +104,7 @@ class EnvironmentForm(forms.ModelForm):
 
     class Meta:
         model = Environment
-        fields = [
-            "name",
-            "label",
-            "requires_approval",
-            "order",
-            "description",
-            "allowed_s3_buckets",
-            "allowed_role_arns",
-        ]
+        fields = ["name", *services.ENVIRONMENT_FIELDS]
 
     def clean(self):
         return _service_check(self, super().clean(), services.environment_check, "environment")
@@ -216,6 +208,64 @@ class EndpointAdmin(ServiceAdminMixin, admin.ModelAdmin):
 
     def delete_model(self, request, obj):
         services.endpoint_delete(actor=request.user, endpoint=obj, source=Source.ADMIN)
+
+    actions = ["recover_selected", "decommission_selected"]
+
+    def _aws_action(self, request, queryset, service, *, verb: str, action: str, explanation):
+        """Ask why on an intermediate page, then call the service per endpoint (it checks
+        who may, and writes the audit record)."""
+        if "apply" not in request.POST:
+            return TemplateResponse(
+                request,
+                "admin/deployments/endpoint/aws_action.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": f"{verb.capitalize()} SageMaker endpoints",
+                    "opts": self.model._meta,
+                    "queryset": queryset,
+                    "action": action,
+                    "verb": verb,
+                    "explanation": explanation,
+                    "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                },
+            )
+        reason = request.POST.get("reason", "")[:2000]
+        for endpoint in queryset:
+            try:
+                service(actor=request.user, endpoint=endpoint, reason=reason, source=Source.ADMIN)
+                self.message_user(
+                    request, f"Endpoint {endpoint.name}: {verb} done.", messages.SUCCESS
+                )
+            except ServiceError as exc:
+                self.message_user(
+                    request, f"Endpoint {endpoint.name}: {exc.message}", messages.ERROR
+                )
+        return None
+
+    @admin.action(description="Recover selected Failed SageMaker endpoints (delete them)")
+    def recover_selected(self, request, queryset):
+        return self._aws_action(
+            request,
+            queryset,
+            services.endpoint_recover,
+            verb="recover",
+            action="recover_selected",
+            explanation="SageMaker left these endpoints Failed. Recovering deletes the failed "
+            "endpoint; the next deployment creates it anew from its settings.",
+        )
+
+    @admin.action(description="Decommission selected SageMaker endpoints (delete in AWS)")
+    def decommission_selected(self, request, queryset):
+        return self._aws_action(
+            request,
+            queryset,
+            services.endpoint_decommission,
+            verb="decommission",
+            action="decommission_selected",
+            explanation="Decommissioning deletes each SageMaker endpoint, its endpoint "
+            "configurations, models and autoscaling: nothing of it bills or serves any more. "
+            "Production endpoints: approvers only.",
+        )
 
 
 @admin.register(Deployment)

@@ -69,36 +69,45 @@ PROMOTION_TRANSITIONS: dict[str, set[str]] = {
     PromotionState.REJECTED: set(),
 }
 
-# GPU instance types for SageMaker real-time multi-model endpoints with the Triton image.
-# https://docs.aws.amazon.com/sagemaker/latest/dg/multi-model-endpoints.html#multi-model-support
-# (moto only knows an older list; tests use ml.g4dn.xlarge, which both accept).
-GPU_INSTANCE_TYPES: list[tuple[str, str]] = [
+# GPU instance types AWS supports for multi-model endpoints (which serve GPU models only
+# through the Triton image): its published list, less ml.p2.xlarge, whose K80 (compute
+# capability 3.7) the CUDA 12 Triton images no longer run on.
+# https://docs.aws.amazon.com/sagemaker/latest/dg/multi-model-support.html#multi-model-support-gpu
+# Anything else fails at CreateEndpointConfig ("instance type not supported for multi-model
+# endpoints"), so the portal offers only these. AWS adds types now and then: an admin adds
+# them through the BERTH_SAGEMAKER_EXTRA_INSTANCE_TYPES setting (a deployment-wide fact about
+# AWS, not per-environment data: a setting needs no schema, form or migration to change).
+MME_GPU_INSTANCE_TYPES: list[tuple[str, str]] = [
     ("ml.g4dn.xlarge", "ml.g4dn.xlarge — 1× T4 16 GB"),
     ("ml.g4dn.2xlarge", "ml.g4dn.2xlarge — 1× T4 16 GB"),
     ("ml.g4dn.4xlarge", "ml.g4dn.4xlarge — 1× T4 16 GB"),
     ("ml.g4dn.8xlarge", "ml.g4dn.8xlarge — 1× T4 16 GB"),
-    ("ml.g4dn.12xlarge", "ml.g4dn.12xlarge — 4× T4 64 GB"),
     ("ml.g4dn.16xlarge", "ml.g4dn.16xlarge — 1× T4 16 GB"),
     ("ml.g5.xlarge", "ml.g5.xlarge — 1× A10G 24 GB"),
     ("ml.g5.2xlarge", "ml.g5.2xlarge — 1× A10G 24 GB"),
     ("ml.g5.4xlarge", "ml.g5.4xlarge — 1× A10G 24 GB"),
     ("ml.g5.8xlarge", "ml.g5.8xlarge — 1× A10G 24 GB"),
-    ("ml.g5.12xlarge", "ml.g5.12xlarge — 4× A10G 96 GB"),
     ("ml.g5.16xlarge", "ml.g5.16xlarge — 1× A10G 24 GB"),
-    ("ml.g5.24xlarge", "ml.g5.24xlarge — 4× A10G 96 GB"),
-    ("ml.g5.48xlarge", "ml.g5.48xlarge — 8× A10G 192 GB"),
-    ("ml.g6.xlarge", "ml.g6.xlarge — 1× L4 24 GB"),
-    ("ml.g6.2xlarge", "ml.g6.2xlarge — 1× L4 24 GB"),
-    ("ml.g6.4xlarge", "ml.g6.4xlarge — 1× L4 24 GB"),
-    ("ml.g6.8xlarge", "ml.g6.8xlarge — 1× L4 24 GB"),
-    ("ml.g6.12xlarge", "ml.g6.12xlarge — 4× L4 96 GB"),
-    ("ml.g6.48xlarge", "ml.g6.48xlarge — 8× L4 192 GB"),
-    ("ml.g6e.xlarge", "ml.g6e.xlarge — 1× L40S 48 GB"),
-    ("ml.g6e.12xlarge", "ml.g6e.12xlarge — 4× L40S 192 GB"),
     ("ml.p3.2xlarge", "ml.p3.2xlarge — 1× V100 16 GB"),
-    ("ml.p3.8xlarge", "ml.p3.8xlarge — 4× V100 64 GB"),
-    ("ml.p3.16xlarge", "ml.p3.16xlarge — 8× V100 128 GB"),
-    ("ml.p4d.24xlarge", "ml.p4d.24xlarge — 8× A100 320 GB"),
-    ("ml.p5.48xlarge", "ml.p5.48xlarge — 8× H100 640 GB"),
 ]
 DEFAULT_GPU_INSTANCE_TYPE = "ml.g4dn.xlarge"
+
+
+def gpu_instance_types() -> list[tuple[str, str]]:
+    """The instance types a SageMaker endpoint may use: AWS's list plus those an admin added
+    in settings. A callable, so the model field's choices follow the setting without a
+    migration each time it changes."""
+    from django.conf import settings
+
+    known = {value for value, _ in MME_GPU_INSTANCE_TYPES}
+    extra = [
+        (value, f"{value} (added by an admin)")
+        for value in getattr(settings, "BERTH_SAGEMAKER_EXTRA_INSTANCE_TYPES", [])
+        if value and value not in known
+    ]
+    return [*MME_GPU_INSTANCE_TYPES, *extra]
+
+
+# What forms and the API offer, read once at start-up (the setting is read from the
+# environment at start-up too).
+GPU_INSTANCE_TYPES: list[tuple[str, str]] = gpu_instance_types()

@@ -73,11 +73,17 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("ModelDownloadingTime", INVOCATION_NAMESPACE, "Microseconds"),
         MetricSpec("ModelLoadingTime", INVOCATION_NAMESPACE, "Microseconds"),
         MetricSpec("ModelUnloadingTime", INVOCATION_NAMESPACE, "Microseconds"),
-        MetricSpec("LoadedModelCount", INVOCATION_NAMESPACE, "None", per_model=False),
+        # Published per instance with the instance metrics, not with the invocation ones.
+        # https://docs.aws.amazon.com/sagemaker/latest/dg/multi-model-endpoint-cloudwatch-metrics.html
+        MetricSpec("LoadedModelCount", INSTANCE_NAMESPACE, "None", per_model=False),
+        # CPU and GPU utilization are sums over the instance's cores and GPUs (up to 100% ×
+        # cores or GPUs); memory and disk are shares of the whole.
         MetricSpec("CPUUtilization", INSTANCE_NAMESPACE, "Percent", per_model=False),
         MetricSpec("MemoryUtilization", INSTANCE_NAMESPACE, "Percent", per_model=False),
         MetricSpec("GPUUtilization", INSTANCE_NAMESPACE, "Percent", per_model=False),
         MetricSpec("GPUMemoryUtilization", INSTANCE_NAMESPACE, "Percent", per_model=False),
+        # A multi-model endpoint caches its target models on the instance's disk.
+        MetricSpec("DiskUtilization", INSTANCE_NAMESPACE, "Percent", per_model=False),
     ]
 }
 
@@ -104,6 +110,10 @@ class ChartSpec:
     # Microseconds are shown as milliseconds, ratios as percentages.
     scale: float = 1.0
     per_model: bool = True
+    # Metrics drawn against a right-hand axis of their own (a few errors beside hundreds of
+    # requests would otherwise lie flat on the floor).
+    secondary_metrics: tuple[str, ...] = ()
+    secondary_title: str = ""
 
 
 CHARTS: tuple[ChartSpec, ...] = (
@@ -116,6 +126,8 @@ CHARTS: tuple[ChartSpec, ...] = (
             ChartLine("Invocation5XXErrors", Statistic.SUM, "5XX errors"),
         ),
         "requests per period",
+        secondary_metrics=("Invocation4XXErrors", "Invocation5XXErrors"),
+        secondary_title="errors per period",
     ),
     ChartSpec(
         "cache-hit",
@@ -158,14 +170,15 @@ CHARTS: tuple[ChartSpec, ...] = (
     ),
     ChartSpec(
         "utilization",
-        "CPU, memory and GPU utilization",
+        "CPU, memory, GPU and disk utilization (CPU and GPU summed over cores and GPUs)",
         (
-            ChartLine("CPUUtilization", Statistic.AVERAGE, "CPU"),
+            ChartLine("CPUUtilization", Statistic.AVERAGE, "CPU (sum over cores)"),
             ChartLine("MemoryUtilization", Statistic.AVERAGE, "memory"),
-            ChartLine("GPUUtilization", Statistic.AVERAGE, "GPU"),
+            ChartLine("GPUUtilization", Statistic.AVERAGE, "GPU (sum over GPUs)"),
             ChartLine("GPUMemoryUtilization", Statistic.AVERAGE, "GPU memory"),
+            ChartLine("DiskUtilization", Statistic.AVERAGE, "disk (model cache)"),
         ),
-        "%",
+        "% (CPU and GPU: 100% per core or GPU)",
         per_model=False,
     ),
 )

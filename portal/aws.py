@@ -36,6 +36,29 @@ def client(service_name: str, **kwargs: Any):
     return boto3.session.Session().client(service_name, **options)
 
 
+# SageMaker's advice for InvokeEndpoint: a read timeout above the runtime's own 60 s limit,
+# so the runtime's answer (or its ModelNotReadyException) arrives instead of a client-side
+# timeout. https://docs.aws.amazon.com/sagemaker/latest/dg/invoke-multi-model-endpoint.html
+SAGEMAKER_RUNTIME_READ_TIMEOUT = 70.0
+SAGEMAKER_RUNTIME_CONNECT_TIMEOUT = 10.0
+
+
+def sagemaker_runtime(region_name: str):
+    """The sagemaker-runtime client invocations on AWS use: 70 s read timeout, standard
+    retries for throttling and transient errors. Standard mode does not retry the modelled
+    `ModelNotReadyException` of a multi-model endpoint still loading its target model; the
+    caller waits that out (deployments.backends.sagemaker.invoke_when_loaded)."""
+    return client(
+        "sagemaker-runtime",
+        region_name=region_name,
+        config=Config(
+            read_timeout=SAGEMAKER_RUNTIME_READ_TIMEOUT,
+            connect_timeout=SAGEMAKER_RUNTIME_CONNECT_TIMEOUT,
+            retries={"max_attempts": 5, "mode": "standard"},
+        ),
+    )
+
+
 def runtime_client(endpoint_url: str, *, read_timeout: float):
     """boto3's sagemaker-runtime client pointed at something that speaks the SageMaker
     runtime's API without AWS behind it (the local data plane), so clients and smoke tests

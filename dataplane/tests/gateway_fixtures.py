@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from dataplane.metrics import METRICS
 from toolkit.archive import sha256_file
 from toolkit.examples import (
     pack_repository,
@@ -278,7 +279,7 @@ class GatewayProcess:
                         "Id": "q",
                         "MetricStat": {
                             "Metric": {
-                                "Namespace": "AWS/SageMaker",
+                                "Namespace": METRICS[metric].namespace,
                                 "MetricName": metric,
                                 "Dimensions": dims,
                             },

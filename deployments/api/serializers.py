@@ -212,6 +212,20 @@ class RollbackSerializer(serializers.Serializer):
     reason = StrictCharField(required=False, allow_blank=True, default="")
 
 
+class EndpointActionSerializer(serializers.Serializer):
+    """Why a SageMaker endpoint is recovered or decommissioned (the audit trail keeps it)."""
+
+    reason = StrictCharField(required=False, allow_blank=True, default="", max_length=2000)
+
+
+class EndpointActionResultSerializer(serializers.Serializer):
+    """What the action did in AWS."""
+
+    endpoint = serializers.CharField()
+    action = serializers.CharField()
+    outcome = serializers.DictField(help_text="What was deleted in AWS, as the audit records it.")
+
+
 class PromotionRequestSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="version.model.name")
     version = serializers.IntegerField(source="version.version")

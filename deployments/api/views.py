@@ -20,6 +20,8 @@ from .serializers import (
     DeploymentCreateSerializer,
     DeploymentFollowSerializer,
     DeploymentSerializer,
+    EndpointActionResultSerializer,
+    EndpointActionSerializer,
     EndpointCreateSerializer,
     EndpointSerializer,
     EnvironmentSerializer,
@@ -159,6 +161,37 @@ class EndpointViewSet(
             DeploymentSerializer(deployment, context={"request": request}).data,
             status=status.HTTP_202_ACCEPTED,
         )
+
+    def _aws_action(self, request, name: str, service, action: str) -> Response:
+        serializer = EndpointActionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        outcome = service(
+            actor=request.user,
+            endpoint=_endpoint(name),
+            reason=serializer.validated_data["reason"],
+            source=Source.API,
+        )
+        return Response({"endpoint": name, "action": action, "outcome": outcome})
+
+    @extend_schema(
+        request=EndpointActionSerializer,
+        responses={200: EndpointActionResultSerializer, 409: CONFLICT},
+        description="Delete the SageMaker endpoint AWS left Failed, so the next deployment "
+        "creates it anew.",
+    )
+    @action(detail=True, methods=["post"])
+    def recover(self, request, name=None):
+        return self._aws_action(request, name, services.endpoint_recover, "recover")
+
+    @extend_schema(
+        request=EndpointActionSerializer,
+        responses={200: EndpointActionResultSerializer, 409: CONFLICT},
+        description="Delete the SageMaker endpoint, its configurations, models and "
+        "autoscaling (production: approvers only). Say why.",
+    )
+    @action(detail=True, methods=["post"])
+    def decommission(self, request, name=None):
+        return self._aws_action(request, name, services.endpoint_decommission, "decommission")
 
 
 class DeploymentViewSet(

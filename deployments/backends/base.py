@@ -60,6 +60,21 @@ class EndpointBackend(ABC):
         """Where `endpoint`'s metrics come from (monitoring asks the backend, so which
         backend an endpoint uses is decided in one place, `backend_for`)."""
 
+    def apply_autoscaling(self, endpoint: Endpoint) -> dict[str, Any]:
+        """Put the endpoint's autoscaling fields into effect where the backend scales (a
+        SageMaker target-tracking policy). A local data plane runs one instance: the policy
+        is recorded on the endpoint and nothing else changes."""
+        return {
+            "applied": False,
+            "reason": "recorded on the endpoint; the local data plane runs one instance",
+        }
+
+    def promotion_approved(self, *, promotion) -> None:
+        """A promotion of a version that succeeded on an endpoint of this backend (its
+        staging endpoint) was approved: mirror the verdict where the backend keeps one (a
+        SageMaker model package's approval status). Nothing to do by default."""
+        return None
+
     def run_step(self, step: str, ctx: StepContext) -> dict[str, Any] | None:
         """Run one step. Returns what the step found (stored with the step), or None.
         Returning {"skipped": True, ...} records the step as skipped (nothing to do)."""

@@ -13,14 +13,22 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
 
-from portal.audit import audit_record
+from portal.audit import audit_record, field_changes, snapshot
 from portal.choices import AuditAction
 from portal.errors import Conflict, ServiceError
 
-from ..choices import Backend, Source
-from ..models import Endpoint, Environment, LiveVersion, s3_bucket_of
-from .common import DEPLOY_PERMISSION, _require, _validation_error, require_configure
+from ..choices import ACTIVE_DEPLOYMENT_STATES, Backend, Source
+from ..models import Endpoint, Environment, LiveVersion, LiveVersionHistory, s3_bucket_of
+from .common import (
+    APPROVE_PERMISSION,
+    DEPLOY_PERMISSION,
+    _require,
+    _validation_error,
+    require_configure,
+)
 
 # What an endpoint is configured with besides its name, environment and backend, in the
 # order forms show it (the admin's form lists these).
@@ -54,9 +62,18 @@ def endpoint_check(*, endpoint: Endpoint) -> None:
     endpoint.name = (endpoint.name or "").strip()
     endpoint.target_name = (endpoint.target_name or "").strip() or endpoint.name
     if endpoint.backend == Backend.SAGEMAKER:
-        from ..backends.sagemaker import triton_image_uri
+        from ..backends.sagemaker import (
+            UnknownImageRegion,
+            derived_name_problems,
+            instance_type_problems,
+            triton_image_uri,
+        )
 
         endpoint.region = endpoint.region or settings.AWS_REGION
+        for problem in derived_name_problems(endpoint.name):
+            raise ServiceError(problem, field="name", code="name_too_long")
+        for problem in instance_type_problems(endpoint.instance_type):
+            raise ServiceError(problem, field="instance_type", code="not_offered")
         if not endpoint.execution_role_arn:
             raise ServiceError(
                 "A SageMaker endpoint needs an execution role ARN.", field="execution_role_arn"
@@ -68,7 +85,11 @@ def endpoint_check(*, endpoint: Endpoint) -> None:
             )
         if not endpoint.s3_prefix.endswith("/"):
             endpoint.s3_prefix += "/"
-        endpoint.image_uri = endpoint.image_uri or triton_image_uri(endpoint.region)
+        if not endpoint.image_uri:
+            try:
+                endpoint.image_uri = triton_image_uri(endpoint.region)
+            except UnknownImageRegion as exc:
+                raise ServiceError(str(exc), field="image_uri", code="no_image") from exc
         refusals = endpoint.environment.sagemaker_refusals(
             s3_prefix=endpoint.s3_prefix, execution_role_arn=endpoint.execution_role_arn
         )
@@ -87,6 +108,24 @@ def endpoint_check(*, endpoint: Endpoint) -> None:
         .exclude(pk=endpoint.pk)
         .first()
     )
+    if holder is None and endpoint.backend == Backend.SAGEMAKER:
+        # SageMaker names are case-insensitive: `Prod` and `prod` would be one endpoint
+        # there (and share their derived model and configuration names).
+        holder = (
+            Endpoint.objects.filter(backend=endpoint.backend)
+            .filter(Q(target_name__iexact=endpoint.target_name) | Q(name__iexact=endpoint.name))
+            .exclude(pk=endpoint.pk)
+            .first()
+        )
+        if holder is not None:
+            raise ServiceError(
+                f"SageMaker names are case-insensitive: the endpoint {holder.name} (SageMaker "
+                f"endpoint {holder.target_name}) already has this name.",
+                field="target_name"
+                if holder.target_name.lower() == endpoint.target_name.lower()
+                else "name",
+                code="target_taken",
+            )
     if holder is not None:
         where = "data plane endpoint" if endpoint.backend == Backend.LOCAL else "SageMaker endpoint"
         raise ServiceError(
@@ -110,9 +149,7 @@ def _endpoint_save(endpoint: Endpoint, **kwargs: Any) -> None:
 
 
 def _endpoint_snapshot(endpoint: Endpoint) -> dict[str, Any]:
-    snapshot = {field: getattr(endpoint, field) for field in sorted(ENDPOINT_FIELDS)}
-    snapshot["environment"] = endpoint.environment.name
-    return snapshot
+    return {**snapshot(endpoint, ENDPOINT_FIELDS), "environment": endpoint.environment.name}
 
 
 @transaction.atomic
@@ -159,7 +196,9 @@ def endpoint_update(
 ) -> Endpoint:
     """Change an endpoint (admins only), under the same rules as creating one. What it maps
     to stays while versions are live on it: they serve there, and the portal would show
-    them somewhere they are not. The audit record holds every changed field, before and
+    them somewhere they are not. A SageMaker endpoint's changed instance type, count, image,
+    role or prefix rolls out at its next deployment (a new model and endpoint configuration
+    through UpdateEndpoint). The audit record holds every changed field, before and
     after."""
     require_configure(actor)
     unknown = set(fields) - ENDPOINT_UPDATE_FIELDS
@@ -180,11 +219,7 @@ def endpoint_update(
         setattr(endpoint, key, value)
     endpoint_check(endpoint=endpoint)
     after = _endpoint_snapshot(endpoint)
-    changes = {
-        key: {"before": before[key], "after": after[key]}
-        for key in after
-        if before[key] != after[key]
-    }
+    changes = field_changes(before, after)
     if not changes:
         return endpoint
     if "target_name" in changes and LiveVersion.objects.filter(endpoint=endpoint).exists():
@@ -254,44 +289,143 @@ def endpoint_update_autoscaling(
         raise ServiceError(
             "Autoscaling needs 1 ≤ minimum ≤ maximum instances.", field="autoscaling_max_instances"
         )
-    before = {
-        "min": endpoint.autoscaling_min_instances,
-        "max": endpoint.autoscaling_max_instances,
-        "target": endpoint.target_invocations_per_instance,
-        "scale_in": endpoint.scale_in_cooldown_seconds,
-        "scale_out": endpoint.scale_out_cooldown_seconds,
+    values = {
+        "autoscaling_min_instances": min_instances,
+        "autoscaling_max_instances": max_instances,
+        "target_invocations_per_instance": target_invocations_per_instance,
+        "scale_in_cooldown_seconds": scale_in_cooldown_seconds,
+        "scale_out_cooldown_seconds": scale_out_cooldown_seconds,
     }
-    after = {
-        "min": min_instances,
-        "max": max_instances,
-        "target": target_invocations_per_instance,
-        "scale_in": scale_in_cooldown_seconds,
-        "scale_out": scale_out_cooldown_seconds,
-    }
-    if before == after:
+    before = snapshot(endpoint, values)
+    for field, value in values.items():
+        setattr(endpoint, field, value)
+    changes = field_changes(before, snapshot(endpoint, values))
+    if not changes:
         return endpoint
-    endpoint.autoscaling_min_instances = min_instances
-    endpoint.autoscaling_max_instances = max_instances
-    endpoint.target_invocations_per_instance = target_invocations_per_instance
-    endpoint.scale_in_cooldown_seconds = scale_in_cooldown_seconds
-    endpoint.scale_out_cooldown_seconds = scale_out_cooldown_seconds
-    endpoint.save(
-        update_fields=[
-            "autoscaling_min_instances",
-            "autoscaling_max_instances",
-            "target_invocations_per_instance",
-            "scale_in_cooldown_seconds",
-            "scale_out_cooldown_seconds",
-        ]
-    )
+    endpoint.save(update_fields=sorted(changes))
     audit_record(
         actor=actor,
         action=AuditAction.ENDPOINT_AUTOSCALING,
         target=endpoint,
-        data={"before": before, "after": after},
+        data={"changes": changes},
         source=source,
     )
     return endpoint
+
+
+# SageMaker endpoints in AWS: recovery and decommissioning ---------------------------------
+
+
+def _sagemaker_backend(endpoint: Endpoint):
+    from ..backends.sagemaker import SageMakerBackend
+
+    if endpoint.backend != Backend.SAGEMAKER:
+        # The endpoint's kind, not the request, is at fault: a conflict with its state.
+        raise Conflict(
+            f"{endpoint.name} is not a SageMaker endpoint.", field="backend", code="not_sagemaker"
+        )
+    return SageMakerBackend()
+
+
+def _aws_call(what: str, call, *args: Any, **kwargs: Any) -> Any:
+    """Run an AWS call for a service; what AWS refuses becomes a ServiceError saying so."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ..backends.base import DeploymentStepError
+
+    try:
+        return call(*args, **kwargs)
+    except DeploymentStepError as exc:
+        raise Conflict(str(exc), code="endpoint_state") from exc
+    except (ClientError, BotoCoreError) as exc:
+        raise ServiceError(f"{what} failed in AWS: {exc}", code="aws_error") from exc
+
+
+def _require_operate(actor, endpoint: Endpoint) -> None:
+    """Who recovers an endpoint: whoever deploys to it; where deployments need approval,
+    admins only (the rule `endpoint_update_autoscaling` follows)."""
+    if endpoint.environment.requires_approval:
+        require_configure(actor)
+    else:
+        _require(actor, DEPLOY_PERMISSION, "You may not change endpoints.")
+
+
+def endpoint_recover(
+    *, actor, endpoint: Endpoint, reason: str = "", source: str = Source.BROWSER
+) -> dict[str, Any]:
+    """Delete a SageMaker endpoint AWS left `Failed` (quota, capacity, a bad image), so the
+    next deployment creates it anew from the endpoint's settings; every deployment would
+    otherwise meet the failed one. Refused while a deployment runs on it or when it is not
+    Failed. Audited with SageMaker's failure reason."""
+    endpoint = Endpoint.objects.select_related("environment").get(pk=endpoint.pk)
+    _require_operate(actor, endpoint)
+    backend = _sagemaker_backend(endpoint)
+    if endpoint.deployments.filter(state__in=ACTIVE_DEPLOYMENT_STATES).exists():
+        raise Conflict(
+            f"A deployment is running on {endpoint.name}; recover it when that one ends.",
+            code="deployment_running",
+        )
+    outcome = _aws_call(f"Recovering {endpoint.name}", backend.recover, endpoint)
+    with transaction.atomic():
+        audit_record(
+            actor=actor,
+            action=AuditAction.ENDPOINT_RECOVER,
+            target=endpoint,
+            reason=reason,
+            data=outcome,
+            source=source,
+        )
+    return outcome
+
+
+def endpoint_decommission(
+    *, actor, endpoint: Endpoint, reason: str, source: str = Source.BROWSER
+) -> dict[str, Any]:
+    """Delete the SageMaker endpoint, its endpoint configurations and models and its
+    autoscaling registration, so nothing of it bills any more; the portal's endpoint stays
+    for the record and its versions are no longer live anywhere. Admins decommission; on an
+    environment that needs approval (production) an approver does, since it stops what
+    serves there. Say why."""
+    endpoint = Endpoint.objects.select_related("environment").get(pk=endpoint.pk)
+    if endpoint.environment.requires_approval:
+        _require(
+            actor,
+            APPROVE_PERMISSION,
+            f"Only approvers decommission endpoints of {endpoint.environment}.",
+        )
+    else:
+        require_configure(actor)
+    backend = _sagemaker_backend(endpoint)
+    if not (reason or "").strip():
+        raise ServiceError("Say why the endpoint is decommissioned.", field="reason")
+    if endpoint.deployments.filter(state__in=ACTIVE_DEPLOYMENT_STATES).exists():
+        raise Conflict(
+            f"A deployment is running on {endpoint.name}; decommission it when that one ends.",
+            code="deployment_running",
+        )
+    deleted = _aws_call(f"Decommissioning {endpoint.name}", backend.decommission, endpoint)
+    with transaction.atomic():
+        locked = Endpoint.objects.select_for_update(of=("self",)).get(pk=endpoint.pk)
+        now = timezone.now()
+        ended = sorted(
+            f"{model}_{version}"
+            for model, version in LiveVersion.objects.filter(endpoint=locked).values_list(
+                "model__name", "version__version"
+            )
+        )
+        LiveVersion.objects.filter(endpoint=locked).delete()
+        LiveVersionHistory.objects.filter(endpoint=locked, until__isnull=True).update(until=now)
+        locked.provisioned_at = None
+        locked.save(update_fields=["provisioned_at"])
+        audit_record(
+            actor=actor,
+            action=AuditAction.ENDPOINT_DECOMMISSION,
+            target=locked,
+            reason=reason.strip(),
+            data={**deleted, "live_versions_ended": ended},
+            source=source,
+        )
+    return {**deleted, "live_versions_ended": ended}
 
 
 # Deployments -----------------------------------------------------------------------------

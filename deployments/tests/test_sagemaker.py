@@ -5,13 +5,20 @@ import pytest
 from django.core import mail
 
 from deployments import services
-from deployments.backends.sagemaker import triton_image_uri
+from deployments.backends.base import StepContext
+from deployments.backends.sagemaker import (
+    SageMakerBackend,
+    UnknownImageRegion,
+    model_package_group_name,
+    triton_image_uri,
+)
 from deployments.choices import DeploymentState, StepState
 from deployments.models import LiveVersion, LiveVersionHistory
 
 from .factories import (
     AWS_REGION,
     RegisteredModelFactory,
+    allow,
     packaged_version,
     queue_answer,
     run,
@@ -57,10 +64,11 @@ def test_first_deploy_creates_the_multi_model_endpoint_with_autoscaling(aws, sci
     )
     assert config["TargetValue"] == 100.0
 
-    packages = sm.list_model_packages(ModelPackageGroupName="demo-ensemble")[
-        "ModelPackageSummaryList"
-    ]
-    assert [p["ModelApprovalStatus"] for p in packages] == ["Approved"]
+    # Staging: mirrored as waiting for approval, in a group named by SageMaker's rules.
+    packages = sm.list_model_packages(
+        ModelPackageGroupName=model_package_group_name("demo_ensemble")
+    )["ModelPackageSummaryList"]
+    assert [p["ModelApprovalStatus"] for p in packages] == ["PendingManualApproval"]
 
     endpoint.refresh_from_db()
     assert endpoint.provisioned_at is not None
@@ -130,3 +138,87 @@ def test_triton_image_comes_from_the_sdk_offline():
         "763104351884.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-tritonserver:24.09-py3"
     )
     assert triton_image_uri("af-south-1").startswith("626614931356.dkr.ecr.af-south-1")
+
+
+def test_a_region_the_sdk_does_not_know_has_no_invented_image():
+    with pytest.raises(UnknownImageRegion, match="give the endpoint's image URI explicitly"):
+        triton_image_uri("xx-nowhere-1")
+
+
+def test_an_edit_makes_a_new_model_and_configuration_to_roll_out(aws, scientist, platform_admin):
+    """moto has no UpdateEndpoint: the rollout itself is a Stubber contract test
+    (test_sagemaker_contract.py); here the steps before it, against moto."""
+    endpoint = sagemaker_endpoint()
+    model = RegisteredModelFactory(owner=scientist)
+    v1, v2 = packaged_version(model=model), packaged_version(model=model)
+    other = packaged_version(model=RegisteredModelFactory(name="other_model", owner=scientist))
+    for version in (v1, other):
+        queue_answer(version.test_cases[0])
+        run(services.deployment_start(actor=scientist, endpoint=endpoint, version=version))
+
+    allow(endpoint.environment, s3_prefix="s3://berth-models/moved/")
+    endpoint = services.endpoint_update(
+        actor=platform_admin,
+        endpoint=endpoint,
+        instance_type="ml.g4dn.2xlarge",
+        initial_instance_count=2,
+        s3_prefix="s3://berth-models/moved/",
+    )
+    deployment = services.deployment_start(actor=scientist, endpoint=endpoint, version=v2)
+    ctx = StepContext(deployment=deployment, log=lambda *a, **k: None, heartbeat=lambda: None)
+    backend = SageMakerBackend()
+    backend.step_upload_package(ctx)
+    created_model = backend.step_ensure_model(ctx)
+    created_config = backend.step_ensure_endpoint_config(ctx)
+
+    sm = boto3.client("sagemaker", region_name=AWS_REGION)
+    assert created_model["model"].startswith("sm-staging-m-")
+    container = sm.describe_model(ModelName=created_model["model"])["PrimaryContainer"]
+    assert container["ModelDataUrl"] == "s3://berth-models/moved/"
+    assert created_config["config"].startswith("sm-staging-c-")
+    variant = sm.describe_endpoint_config(EndpointConfigName=created_config["config"])[
+        "ProductionVariants"
+    ][0]
+    assert (variant["ModelName"], variant["InstanceType"], variant["InitialInstanceCount"]) == (
+        created_model["model"],
+        "ml.g4dn.2xlarge",
+        2,
+    )
+    # What serves stays as it was until UpdateEndpoint.
+    assert sm.describe_endpoint(EndpointName="sm-staging")["EndpointConfigName"] == (
+        "sm-staging-config"
+    )
+    # The new prefix holds all that will serve: the new version and the other model's.
+    s3 = boto3.client("s3", region_name=AWS_REGION)
+    moved = s3.list_objects_v2(Bucket="berth-models", Prefix="moved/")["Contents"]
+    assert sorted(o["Key"] for o in moved) == [
+        "moved/demo_ensemble_2.tar.gz",
+        "moved/other_model_1.tar.gz",
+    ]
+    # Asked again with the same settings, nothing more is created.
+    assert backend.step_ensure_model(ctx)["skipped"] is True
+    assert backend.step_ensure_endpoint_config(ctx)["skipped"] is True
+    assert len(sm.list_models()["Models"]) == 2
+
+
+def test_decommissioning_leaves_nothing_that_bills(aws, scientist, platform_admin):
+    endpoint = sagemaker_endpoint()
+    version = packaged_version(registered_by=scientist)
+    queue_answer(version.test_cases[0])
+    run(services.deployment_start(actor=scientist, endpoint=endpoint, version=version))
+
+    ended = services.endpoint_decommission(
+        actor=platform_admin, endpoint=endpoint, reason="replaced by sm-next"
+    )
+
+    sm = boto3.client("sagemaker", region_name=AWS_REGION)
+    assert sm.list_endpoints()["Endpoints"] == []
+    assert sm.list_endpoint_configs()["EndpointConfigs"] == []
+    assert sm.list_models()["Models"] == []
+    scaling = boto3.client("application-autoscaling", region_name=AWS_REGION)
+    assert scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+    assert ended["live_versions_ended"] == ["demo_ensemble_1"]
+    assert not LiveVersion.objects.filter(endpoint=endpoint).exists()
+    assert LiveVersionHistory.objects.get(endpoint=endpoint).until is not None
+    endpoint.refresh_from_db()
+    assert endpoint.provisioned_at is None
