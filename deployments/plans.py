@@ -165,6 +165,12 @@ class DeploymentPlan(Plan):
         if deployment.state == State.RUNNING:
             services._set_state(deployment, State.PENDING, reason=reason)
 
+    def may_cancel(self, actor, subject: Deployment) -> bool:
+        return services.deployment_may_cancel(actor=actor, deployment=subject)
+
+    def cancel(self, run: Run, subject: Deployment, *, actor, reason: str, source: str) -> None:
+        services.deployment_cancel(actor=actor, deployment=subject, reason=reason, source=source)
+
     def on_cancel(
         self, run: Run, subject: Deployment, *, actor=None, reason: str = "", source: str = ""
     ) -> None:

@@ -52,6 +52,20 @@ def audit_history(target: models.Model):
     )
 
 
+def snapshot(instance: models.Model, fields: Collection[str]) -> dict[str, Any]:
+    """The values of `fields` on `instance`, for an audit record's before and after."""
+    return {field: getattr(instance, field) for field in sorted(fields)}
+
+
+def field_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """What an update changed, as its audit record holds it: {field: {before, after}}."""
+    return {
+        key: {"before": before.get(key), "after": value}
+        for key, value in after.items()
+        if before.get(key) != value
+    }
+
+
 def state_transition(
     subject: models.Model,
     to_state: str,

@@ -3,6 +3,7 @@
 
 from django.contrib import admin, messages
 
+from portal.choices import Source
 from portal.errors import ServiceError
 
 from . import services
@@ -42,7 +43,7 @@ class RegisteredModelAdmin(admin.ModelAdmin):
                 model=RegisteredModel.objects.get(pk=obj.pk),
                 description=form.cleaned_data.get("description"),
                 tags=form.cleaned_data.get("tags"),
-                source="admin",
+                source=Source.ADMIN,
             )
         except ServiceError as exc:
             self.message_user(request, exc.message, messages.ERROR)
@@ -116,7 +117,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def retry_pipeline(self, request, queryset):
         for version in queryset.select_related("model"):
             try:
-                services.version_retry(actor=request.user, version=version, source="admin")
+                services.version_retry(actor=request.user, version=version, source=Source.ADMIN)
             except ServiceError as exc:
                 self.message_user(request, f"{version}: {exc.message}", messages.WARNING)
             else:

@@ -32,6 +32,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from portal.audit import audit_record, state_transition
+from portal.choices import AuditAction, Source
 from runs.choices import ACTIVE_RUN_STATES, RunState
 from runs.models import Run, RunLogLine
 from runs.plans import (
@@ -70,7 +71,7 @@ def _transition(
     *,
     actor=None,
     reason: str = "",
-    source: str = "worker",
+    source: str = Source.WORKER,
     action: str = "version.transition",
     data: dict | None = None,
     fields: list[str] | tuple[str, ...] = (),
@@ -209,7 +210,7 @@ class PipelineStepPlan(Plan):
                     "The worker running this step stopped; taking it over "
                     f"(requeued after attempt {run.attempts - 1} of {self.max_attempts})."
                 ),
-                action="version.requeue",
+                action=AuditAction.VERSION_REQUEUE,
             )
         elif version.status not in ready:
             # Not waiting for this step (finished or moved on meanwhile): the step skips.
@@ -240,10 +241,12 @@ class PipelineStepPlan(Plan):
                     f"No sign of life since {last:%Y-%m-%d %H:%M:%S} UTC (worker lost?); "
                     f"requeued after attempt {run.attempts} of {self.max_attempts}."
                 ),
-                action="version.requeue",
+                action=AuditAction.VERSION_REQUEUE,
             )
         else:
-            _transition(version, self.spec["ready"], reason=reason, action="version.retry")
+            _transition(
+                version, self.spec["ready"], reason=reason, action=AuditAction.VERSION_RETRY
+            )
 
     def on_fail(self, run: Run, subject: ModelVersion, *, step: str, error: str, **kwargs):
         """Out of attempts (or time): the step gives up with the error as a problem."""
@@ -261,7 +264,7 @@ class PipelineStepPlan(Plan):
                 version,
                 STEP_GIVE_UP_STATUS[self.step],
                 reason=message,
-                action="version.give_up",
+                action=AuditAction.VERSION_GIVE_UP,
                 fields=["problems"],
             )
         elif version.status == self.spec["ready"]:
@@ -269,12 +272,12 @@ class PipelineStepPlan(Plan):
             version.save(update_fields=["problems"])
             audit_record(
                 actor=None,
-                action="version.give_up",
+                action=AuditAction.VERSION_GIVE_UP,
                 target=version,
                 from_state=version.status,
                 to_state=version.status,
                 reason=message,
-                source="worker",
+                source=Source.WORKER,
             )
 
     def on_cancel(self, run: Run, subject: ModelVersion, **kwargs) -> None:
@@ -284,7 +287,7 @@ class PipelineStepPlan(Plan):
                 version,
                 self.spec["ready"],
                 reason=kwargs.get("reason") or "Cancelled.",
-                action="version.requeue",
+                action=AuditAction.VERSION_REQUEUE,
             )
 
     # The step ----------------------------------------------------------------------------
@@ -421,7 +424,7 @@ class TestPlan(PipelineStepPlan):
     step, label = "test", "Test on Triton"
 
     def work(self, version, scratch, ctx):
-        from .testing import run_tests
+        from .triton_run import run_tests
         from .validation import find_repository_root
 
         extracted = _fetch_and_extract(version, scratch, ctx.log)

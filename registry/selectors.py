@@ -10,7 +10,7 @@ from portal.audit import audit_history
 from portal.errors import NotFound
 from portal.models import AuditEvent
 
-from .choices import IN_PROGRESS_STATUSES
+from .choices import IN_PROGRESS_STATUSES, VersionStatus
 from .models import ModelVersion, RegisteredModel, TestResult
 
 LINEAGE_DEPTH = 6
@@ -261,3 +261,68 @@ def _edge(a: dict, b: dict, label: str, *, vertical: bool = False) -> dict:
         "lx": (x1 + x2) // 2,
         "ly": (y1 + y2) // 2 - (4 if vertical else 6),
     }
+
+
+# The pipeline as the version page shows it. Per stage: its step on the engine (None for
+# registration, which is not a run), the status it runs in, the one it fails in, and the
+# statuses that come after it.
+S = VersionStatus
+PIPELINE = (
+    ("registered", "Registered", None, None, set(S.values) - {S.REGISTERED}),
+    (
+        "validate",
+        "Validate",
+        S.VALIDATING,
+        S.INVALID,
+        {S.VALIDATED, S.TESTING, S.TEST_FAILED, S.TESTED, S.PACKAGING, S.PACKAGED},
+    ),
+    ("test", "Test on Triton", S.TESTING, S.TEST_FAILED, {S.TESTED, S.PACKAGING, S.PACKAGED}),
+    ("package", "Package", S.PACKAGING, None, {S.PACKAGED}),
+)
+PROGRESS_LINES = 50
+
+
+def version_pipeline(*, version: ModelVersion) -> dict:
+    """What the version page's live part shows through the shared run partial: the pipeline's
+    stages as steps (state and, from each stage's latest run, its duration and error), the
+    latest log lines over all its runs, and the run under way (or the latest)."""
+    from django.contrib.contenttypes.models import ContentType
+
+    from runs.models import Run, RunLogLine, RunStep
+
+    from .plans import PLANS
+
+    runs = list(
+        Run.objects.filter(
+            content_type=ContentType.objects.get_for_model(ModelVersion), object_id=version.pk
+        ).order_by("id")
+    )
+    latest_step: dict[str, RunStep] = {}
+    for step in RunStep.objects.filter(run__in=runs).order_by("run_id"):
+        latest_step[step.name] = step
+    paths = {plan.path(): name for name, plan in PLANS.items()}
+    latest_run = {paths.get(run.plan): run for run in runs}
+    steps = []
+    for name, label, running, failed, after in PIPELINE:
+        recorded = latest_step.get(name)
+        if version.status in after or running is None:
+            state = "done"
+        elif version.status == running:
+            state = "running"
+        elif version.status == failed:
+            state = "failed"
+        else:
+            state = "pending"
+        steps.append(
+            {
+                "name": name,
+                "label": label,
+                "state": state,
+                "duration_seconds": recorded.duration_seconds if recorded else None,
+                "error": recorded.error if recorded and state == "failed" else "",
+            }
+        )
+    lines = list(RunLogLine.objects.filter(run__in=runs).order_by("-id")[:PROGRESS_LINES])
+    lines.reverse()
+    run = next((r for r in reversed(runs) if r.is_active), runs[-1] if runs else None)
+    return {"steps": steps, "log_lines": lines, "run": run, "latest_run": latest_run}

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -18,6 +17,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from portal.audit import audit_record
+from portal.choices import AuditAction, Source
 from portal.errors import Conflict, InvalidTransition, PermissionDenied, ServiceError
 
 from .artifacts import StagedArtifact, stage_upload, stage_uri
@@ -54,14 +54,10 @@ class DuplicateContent(Conflict):
         return body
 
 
-def _setting(name: str, default: Any) -> Any:
-    return getattr(settings, name, default)
-
-
 def sweep_after() -> timedelta:
     """How old an unreferenced source archive must be before the sweep removes it: far longer
     than a registration takes between its copy and its commit."""
-    return timedelta(hours=float(_setting("BERTH_ARTIFACT_SWEEP_AFTER_HOURS", 24)))
+    return timedelta(hours=float(settings.BERTH_ARTIFACT_SWEEP_AFTER_HOURS))
 
 
 # -- models -----------------------------------------------------------------------------------
@@ -81,7 +77,7 @@ def model_create(
     name: str,
     description: str = "",
     tags: list[str] | None = None,
-    source: str = "api",
+    source: str = Source.API,
 ) -> RegisteredModel:
     """Register a new model name, owned by `actor`."""
     _require(actor, CREATE_MODEL_PERMISSION, "Only data scientists may create models.")
@@ -104,7 +100,7 @@ def model_create(
             )
     except IntegrityError as exc:
         raise Conflict(f"A model named {name!r} already exists.", field="name") from exc
-    audit_record(actor=actor, action="model.create", target=model, source=source)
+    audit_record(actor=actor, action=AuditAction.MODEL_CREATE, target=model, source=source)
     return model
 
 
@@ -115,7 +111,7 @@ def model_update(
     model: RegisteredModel,
     description: str | None = None,
     tags: list[str] | None = None,
-    source: str = "api",
+    source: str = Source.API,
 ) -> RegisteredModel:
     """Change a model's description or tags (its name and versions never change)."""
     if actor != model.owner and not getattr(actor, "is_staff", False):
@@ -131,7 +127,11 @@ def model_update(
     if fields:
         model.save(update_fields=[*fields, "updated_at"])
         audit_record(
-            actor=actor, action="model.update", target=model, source=source, data={"before": before}
+            actor=actor,
+            action=AuditAction.MODEL_UPDATE,
+            target=model,
+            source=source,
+            data={"before": before},
         )
     return model
 
@@ -159,7 +159,7 @@ def version_register(
     test_cases: list | None = None,
     description: str = "",
     version: int | None = None,
-    source: str = "api",
+    source: str = Source.API,
 ) -> ModelVersion:
     """Register a new version of `model` from an archive or a URI, and queue its pipeline.
 
@@ -213,7 +213,7 @@ def version_register(
                 ) from exc
             audit_record(
                 actor=actor,
-                action="version.register",
+                action=AuditAction.VERSION_REGISTER,
                 target=created,
                 to_state=created.status,
                 source=source,
@@ -285,7 +285,7 @@ def artifact_sweep(*, older_than: timedelta | None = None, now=None) -> list[str
 
 
 @transaction.atomic
-def version_retry(*, actor, version: ModelVersion, source: str = "browser") -> ModelVersion:
+def version_retry(*, actor, version: ModelVersion, source: str = Source.BROWSER) -> ModelVersion:
     """Run the pipeline again from where `version` stopped: a failed test run, or a step that
     gave up or never got queued. Invalid and packaged versions are final."""
     version = (
@@ -314,7 +314,7 @@ def version_retry(*, actor, version: ModelVersion, source: str = "browser") -> M
         )
     audit_record(
         actor=actor,
-        action="version.retry",
+        action=AuditAction.VERSION_RETRY,
         target=version,
         from_state=version.status,
         to_state=version.status,

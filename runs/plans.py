@@ -121,6 +121,22 @@ class Plan:
             raise StepError(f"{type(self).__name__} has no step {step!r}.")
         return handler(ctx)
 
+    # Who may do what ----------------------------------------------------------------------
+
+    def may_cancel(self, actor, subject: Any) -> bool:
+        """Whether `actor` may cancel a run of this plan for `subject` (the run partial asks
+        before it shows a Cancel button). Plans whose work must not stop half-way keep the
+        default: nobody."""
+        return False
+
+    def cancel(self, run: Run, subject: Any, *, actor, reason: str, source: str) -> None:
+        """Cancel the run through the subject's own service, which checks who may and
+        records it (`POST /api/v1/runs/<id>/cancel/` and the partial's button call this).
+        The default refuses."""
+        from portal.errors import PermissionDenied
+
+        raise PermissionDenied("Runs of this kind cannot be cancelled.")
+
     # Hooks ------------------------------------------------------------------------------
 
     def on_claim(self, run: Run, subject: Any, *, resumed: bool, done: list[str]) -> None:

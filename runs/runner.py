@@ -26,6 +26,8 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from portal.choices import Source
+
 from .choices import FINISHED_STEP_STATES, LogLevel, RunState, StepState
 from .models import Run, RunStep
 from .plans import (
@@ -284,7 +286,7 @@ def _fail_running(
         run_set_state(locked, RunState.FAILED, fields=("error",))
         name = step.name if step else ""
         run_log(locked, f"Failed at {name or 'start'}: {error}", level=LogLevel.ERROR, step=name)
-        plan.on_fail(locked, subject, step=name, error=error, source="worker")
+        plan.on_fail(locked, subject, step=name, error=error, source=Source.WORKER)
     return locked
 
 
@@ -334,5 +336,5 @@ def _cancel_running(
             step.save(update_fields=["state", "finished_at", "error"])
         from .services import finish_cancel
 
-        finish_cancel(locked, plan=plan, subject=subject, reason=locked.error, source="worker")
+        finish_cancel(locked, plan=plan, subject=subject, reason=locked.error, source=Source.WORKER)
     return locked

@@ -2,8 +2,9 @@
 
 from rest_framework import serializers
 
-from .choices import StepState
-from .models import RunLogLine
+from .choices import RunState, StepState
+from .models import Run, RunLogLine
+from .services import MAX_CANCEL_REASON
 
 
 class RunStepSerializer(serializers.Serializer):
@@ -28,3 +29,17 @@ class RunFollowSerializer(serializers.Serializer):
     steps = RunStepSerializer(many=True)
     lines = RunLogLineSerializer(many=True)
     next = serializers.IntegerField(help_text="Pass as `since` to get the lines after these.")
+
+
+class RunCancelSerializer(serializers.Serializer):
+    reason = serializers.CharField(
+        max_length=MAX_CANCEL_REASON, required=False, allow_blank=True, default=""
+    )
+
+
+class RunSerializer(serializers.ModelSerializer):
+    state = serializers.ChoiceField(choices=RunState.choices)
+
+    class Meta:
+        model = Run
+        fields = ["id", "state", "cancel_requested", "error", "attempts", "created_at"]

@@ -12,7 +12,8 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from portal.audit import audit_record
-from portal.errors import InvalidTransition
+from portal.choices import AuditAction, Source
+from portal.errors import InvalidTransition, ServiceError
 
 from .choices import (
     ACTIVE_RUN_STATES,
@@ -26,6 +27,8 @@ from .models import Run, RunLogLine, RunStep
 from .plans import Plan, plan_for
 
 logger = logging.getLogger(__name__)
+
+MAX_CANCEL_REASON = 500
 
 
 def run_enqueue(run: Run, *, countdown: int = 0) -> None:
@@ -107,7 +110,7 @@ def run_cancel(*, actor, run: Run, reason: str = "", source: str = "") -> Run:
     )
     audit_record(
         actor=actor,
-        action="run.cancel",
+        action=AuditAction.RUN_CANCEL,
         target=run,
         from_state=run.state,
         to_state=RunState.CANCELLED,
@@ -129,6 +132,22 @@ def run_cancel(*, actor, run: Run, reason: str = "", source: str = "") -> Run:
     run.save(update_fields=["cancel_requested", "error"])
     run_log(run, "Cancel requested; stopping after the current step.", level=LogLevel.WARNING)
     return run
+
+
+def run_cancel_requested(*, actor, run: Run, reason: str = "", source: str = "") -> Run:
+    """A person asks to stop a run (its page's Cancel button, `POST /api/v1/runs/<id>/cancel/`):
+    the run's plan hands the request to its subject's own service, which checks who may
+    cancel and records it (a deployment's, a load test's), so the rule lives in one place."""
+    if len(reason) > MAX_CANCEL_REASON:
+        raise ServiceError(f"A reason is at most {MAX_CANCEL_REASON} characters.", field="reason")
+    if not run.is_active:
+        raise InvalidTransition(
+            f"Run #{run.pk} is {run.get_state_display().lower()}; there is nothing to cancel.",
+            field="state",
+        )
+    plan = plan_for(run.plan)
+    plan.cancel(run, plan.load_subject(run), actor=actor, reason=reason.strip(), source=source)
+    return Run.objects.get(pk=run.pk)
 
 
 def runs_sweep(*, now: datetime | None = None, plan: type[Plan] | None = None) -> dict:
@@ -162,7 +181,7 @@ def runs_sweep(*, now: datetime | None = None, plan: type[Plan] | None = None) -
             subject = run_plan.load_subject(run)
             if run.cancel_requested:
                 finish_cancel(
-                    run, plan=run_plan, subject=subject, reason=run.error, source="worker"
+                    run, plan=run_plan, subject=subject, reason=run.error, source=Source.WORKER
                 )
                 outcome["cancelled"].append(pk)
                 continue
@@ -181,7 +200,7 @@ def runs_sweep(*, now: datetime | None = None, plan: type[Plan] | None = None) -
                 )
                 run_set_state(run, RunState.FAILED, fields=("error", "claimed_by"))
                 run_log(run, reason, level=LogLevel.ERROR)
-                run_plan.on_fail(run, subject, step="", error=reason, source="worker")
+                run_plan.on_fail(run, subject, step="", error=reason, source=Source.WORKER)
                 outcome["failed"].append(pk)
                 continue
             reason = "No sign of life from its worker; queued again to resume."

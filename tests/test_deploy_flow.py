@@ -16,6 +16,7 @@ from botocore.config import Config
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
+from waiting import wait_for
 
 from deployments import services as deployment_services
 from deployments import tasks as deployment_tasks
@@ -37,16 +38,6 @@ LINEAGE = {
     "dataset_uri": "s3://datasets/iris/iris.csv",
     "dataset_version": "sha256:51f3a2",
 }
-
-
-def wait_for(predicate, *, timeout: float, interval: float = 0.2, worker=None, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"Timed out waiting for {what}\n{worker.log_tail() if worker else ''}")
 
 
 @pytest.fixture

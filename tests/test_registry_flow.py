@@ -11,6 +11,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 from rest_framework.test import APIClient
+from waiting import wait_for
 
 from portal.audit import audit_history
 from portal.services import token_create
@@ -33,17 +34,6 @@ LINEAGE = {
     "tags": ["demo"],
 }
 FINAL = {VersionStatus.PACKAGED, VersionStatus.INVALID, VersionStatus.TEST_FAILED}
-
-
-def wait_for(predicate, *, timeout: float, interval: float = 0.25, worker=None, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    tail = worker.log_tail() if worker else ""
-    raise AssertionError(f"Timed out waiting for {what}\n{tail}")
 
 
 def test_ci_registers_the_demo_ensemble_and_polls_until_packaged(celery_worker, berth_dirs, client):

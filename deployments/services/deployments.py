@@ -197,16 +197,31 @@ def deployment_execute(*, deployment_id: int, claim: str) -> Deployment | None:
     return selectors.deployment_get(pk=deployment_id)
 
 
+def _cancel_rule(deployment: Deployment) -> tuple[str, str]:
+    """Who may cancel a deployment: whoever may deploy there (on an environment that needs
+    approval, where nobody deploys directly, approvers)."""
+    environment = deployment.endpoint.environment
+    if environment.requires_approval:
+        return APPROVE_PERMISSION, f"Only approvers cancel deployments to {environment}."
+    return DEPLOY_PERMISSION, "You may not cancel deployments."
+
+
+def deployment_may_cancel(*, actor, deployment: Deployment) -> bool:
+    permission, _ = _cancel_rule(deployment)
+    return (
+        deployment.is_active
+        and actor is not None
+        and actor.is_authenticated
+        and actor.has_perm(permission)
+    )
+
+
 def deployment_cancel(
     *, actor, deployment: Deployment, reason: str = "", source: str = Source.BROWSER
 ) -> Deployment:
-    """Stop a pending or running deployment; whoever may deploy there may cancel. A running
-    one stops after its current step; the live pointer stays where it was."""
-    endpoint = deployment.endpoint
-    if endpoint.environment.requires_approval:
-        _require(actor, APPROVE_PERMISSION, f"Only approvers cancel {endpoint.environment}.")
-    else:
-        _require(actor, DEPLOY_PERMISSION, "You may not cancel deployments.")
+    """Stop a pending or running deployment. A running one stops after its current step;
+    the live pointer stays where it was."""
+    _require(actor, *_cancel_rule(deployment))
     run = run_selectors.run_of(deployment)
     if run is None or not deployment.is_active:
         raise InvalidTransition(

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from portal.audit import audit_record
+from portal.audit import audit_record, field_changes, snapshot
 from portal.choices import AuditAction
 from portal.errors import Conflict, ServiceError
 
@@ -16,14 +16,18 @@ from ..choices import Source
 from ..models import Environment
 from .common import _validation_error, require_configure
 
-ENVIRONMENT_FIELDS = {
+# What an admin sets on an environment, in the order forms show it.
+ENVIRONMENT_FIELDS = (
     "label",
     "requires_approval",
+    "requires_load_test",
     "order",
     "description",
     "allowed_s3_buckets",
     "allowed_role_arns",
-}
+    "loadtest_max_rps",
+    "loadtest_max_seconds",
+)
 
 
 def environment_check(*, environment: Environment) -> None:
@@ -41,17 +45,13 @@ def environment_check(*, environment: Environment) -> None:
         raise _validation_error(exc) from exc
 
 
-def _environment_snapshot(environment: Environment) -> dict[str, Any]:
-    return {field: getattr(environment, field) for field in sorted(ENVIRONMENT_FIELDS)}
-
-
 @transaction.atomic
 def environment_create(
     *, actor, name: str, label: str, source: str = Source.BROWSER, **fields: Any
 ) -> Environment:
     """Create an environment (admins only)."""
     require_configure(actor)
-    unknown = set(fields) - ENVIRONMENT_FIELDS
+    unknown = set(fields) - set(ENVIRONMENT_FIELDS)
     if unknown:
         raise ServiceError(f"Unknown environment fields: {', '.join(sorted(unknown))}.")
     if Environment.objects.filter(name=name).exists():
@@ -63,7 +63,7 @@ def environment_create(
         actor=actor,
         action=AuditAction.ENVIRONMENT_CREATE,
         target=environment,
-        data={"name": name, **_environment_snapshot(environment)},
+        data={"name": name, **snapshot(environment, ENVIRONMENT_FIELDS)},
         source=source,
     )
     return environment
@@ -82,23 +82,19 @@ def environment_update(
     its old and new value; turning approval off, the one change that opens the gate, is
     also its own action (`environment.approval_off`), so a search for it finds it."""
     require_configure(actor)
-    unknown = set(fields) - ENVIRONMENT_FIELDS
+    unknown = set(fields) - set(ENVIRONMENT_FIELDS)
     if unknown:
         raise ServiceError(
             f"These environment fields cannot be changed: {', '.join(sorted(unknown))}.",
             field=sorted(unknown)[0],
         )
     environment = Environment.objects.select_for_update().get(pk=environment.pk)
-    before = _environment_snapshot(environment)
+    before = snapshot(environment, ENVIRONMENT_FIELDS)
     for key, value in fields.items():
         setattr(environment, key, value)
     environment_check(environment=environment)
-    after = _environment_snapshot(environment)
-    changes = {
-        key: {"before": before[key], "after": after[key]}
-        for key in after
-        if before[key] != after[key]
-    }
+    after = snapshot(environment, ENVIRONMENT_FIELDS)
+    changes = field_changes(before, after)
     if not changes:
         return environment
     environment.save(update_fields=sorted(changes))
@@ -132,7 +128,7 @@ def environment_delete(*, actor, environment: Environment, source: str = Source.
         actor=actor,
         action=AuditAction.ENVIRONMENT_DELETE,
         target=environment,
-        data={"name": environment.name, **_environment_snapshot(environment)},
+        data={"name": environment.name, **snapshot(environment, ENVIRONMENT_FIELDS)},
         source=source,
     )
     environment.delete()

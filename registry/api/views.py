@@ -11,6 +11,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from portal.api import CONFLICT, TOO_LARGE
+from portal.choices import Source
 from portal.errors import ServiceError
 from portal.pagination import StrictPageNumberPagination
 from portal.parsers import BoundedJSONParser
@@ -87,7 +88,7 @@ class ModelListCreate(generics.ListCreateAPIView):
     def create(self, request, *args, **kwargs):
         data = ModelCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        model = services.model_create(actor=request.user, source="api", **data.validated_data)
+        model = services.model_create(actor=request.user, source=Source.API, **data.validated_data)
         model = selectors.model_get(name=model.name)
         return Response(RegisteredModelSerializer(model).data, status=status.HTTP_201_CREATED)
 
@@ -170,7 +171,7 @@ class ModelVersionListRegister(generics.ListCreateAPIView):
             test_cases=values.get("test_cases") or None,
             description=values.get("description", ""),
             version=values.get("version"),
-            source="api",
+            source=Source.API,
         )
         version = selectors.version_get(name=model.name, version=version.version)
         return Response(ModelVersionDetailSerializer(version).data, status=status.HTTP_201_CREATED)
@@ -200,6 +201,6 @@ class VersionRetry(generics.GenericAPIView):
 
     def post(self, request, name: str, version: int):
         found = selectors.version_get(name=name, version=version)
-        services.version_retry(actor=request.user, version=found, source="api")
+        services.version_retry(actor=request.user, version=found, source=Source.API)
         found = selectors.version_get(name=name, version=version)
         return Response(ModelVersionDetailSerializer(found).data, status=status.HTTP_202_ACCEPTED)

@@ -40,9 +40,10 @@ def test_model_list_search_filters_and_query_count(browser, django_assert_max_nu
     ]
     assert len(browser.get(url + "?status=packaged").context["page"]) == 12
     # session, user, count, rows: the same for 1 or 12 rows.
-    with django_assert_max_num_queries(5) as few:
+    # 5 for the page, 1 for the navigation's pending-approvals count.
+    with django_assert_max_num_queries(6) as few:
         browser.get(url + "?q=iris")
-    with django_assert_max_num_queries(5) as many:
+    with django_assert_max_num_queries(6) as many:
         browser.get(url)
     assert len(few.captured_queries) == len(many.captured_queries)
 
@@ -68,9 +69,10 @@ def test_model_page_lists_versions_with_filters(browser, model, django_assert_ma
     response = browser.get(url)
     assert [v.version for v in response.context["page"]] == [7, 6, 5, 4, 3, 2, 1]
     assert [v.version for v in browser.get(url + "?status=invalid").context["page"]] == [6, 4, 2]
-    with django_assert_max_num_queries(6) as seven:
+    # 6 for the page, 1 for the navigation's pending-approvals count.
+    with django_assert_max_num_queries(7) as seven:
         browser.get(url)
-    with django_assert_max_num_queries(6) as three:
+    with django_assert_max_num_queries(7) as three:
         browser.get(url + "?status=invalid")
     assert len(seven.captured_queries) == len(three.captured_queries)
 
@@ -207,3 +209,29 @@ def test_home_page_uses_the_status_badge(browser, model):
     ModelVersionFactory(model=model, version=1, status=VersionStatus.TEST_FAILED)
     html = browser.get(reverse("home")).content.decode()
     assert '<span class="badge bad">test failed</span>' in html
+
+
+def test_the_version_page_shows_its_pipeline_through_the_shared_run_partial(browser, model):
+    """Stages done show how long their run's step took; the stage under way is marked
+    running; the log is the runs' lines."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from registry.plans import ValidatePlan
+
+    version = ModelVersionFactory(model=model, version=1, status=VersionStatus.TESTING)
+    validate = run_create(subject=version, plan=ValidatePlan, enqueue=False)
+    started = timezone.now() - timedelta(seconds=3)
+    validate.steps.update(
+        state="done", started_at=started, finished_at=started + timedelta(seconds=1.5)
+    )
+    test = run_create(subject=version, plan=TestPlan, enqueue=False)
+    run_log(test, "Loading the ensemble.", step="test")
+    page = browser.get(version.get_absolute_url()).content.decode()
+    assert 'data-step="validate" data-state="done"' in page
+    assert 'data-duration="1.5"' in page
+    assert 'data-step="test" data-state="running"' in page
+    assert 'data-step="package" data-state="pending"' in page
+    assert "[test] Loading the ensemble." in page
+    assert 'id="run-cancel"' not in page  # the pipeline's runs are not cancelled by hand

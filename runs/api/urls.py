@@ -4,4 +4,7 @@ from . import views
 
 app_name = "runs-api"
 
-urlpatterns = [path("runs/<int:pk>/log/", views.RunLogView.as_view(), name="run-log")]
+urlpatterns = [
+    path("runs/<int:pk>/log/", views.RunLogView.as_view(), name="run-log"),
+    path("runs/<int:pk>/cancel/", views.RunCancelView.as_view(), name="run-cancel"),
+]

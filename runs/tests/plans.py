@@ -64,3 +64,15 @@ class ThreeSteps(Plan):
 
     def on_cancel(self, run, subject, *, actor=None, reason="", source="") -> None:
         CALLS.append(("cancel", reason))
+
+    def may_cancel(self, actor, subject) -> bool:
+        """Staff may cancel (the subject's own rule, for these tests)."""
+        return bool(actor is not None and actor.is_staff)
+
+    def cancel(self, run, subject, *, actor, reason, source) -> None:
+        from portal.errors import PermissionDenied
+        from runs.services import run_cancel
+
+        if not self.may_cancel(actor, subject):
+            raise PermissionDenied("Only staff cancel these runs.")
+        run_cancel(actor=actor, run=run, reason=reason, source=source)

@@ -2,7 +2,7 @@
 portal's secrets and files, write outside its scratch space, reach the database, the broker
 and the data plane's admin API, and fork without bound.
 
-The probe runs through the real registry test step (`registry.testing.run_tests` on a real
+The probe runs through the real registry test step (`registry.triton_run.run_tests` on a real
 tritonserver) and through the real data plane (a gateway process loading it from a model
 store on first invocation). Its `execute()` answers what it managed, as one JSON string; each
 test asserts every attempt was denied, and that ordinary models still pass.
@@ -291,7 +291,7 @@ def canaries(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_registry_test_step_runs_a_hostile_model_contained(
     tmp_path: Path, host, listener: int, canaries, settings
 ) -> None:
-    from registry.testing import run_tests
+    from registry.triton_run import run_tests
     from registry.validation import validate_repository
 
     settings.BERTH_TRITON_GPU = False
@@ -314,7 +314,7 @@ def test_the_registry_test_step_runs_a_hostile_model_contained(
 
 
 def test_the_registry_test_step_still_passes_ordinary_models(tmp_path: Path, canaries) -> None:
-    from registry.testing import run_tests
+    from registry.triton_run import run_tests
     from registry.validation import validate_repository
 
     source = write_demo_repository(tmp_path / "demo")

@@ -79,9 +79,9 @@ def run_tests(
     from toolkit.shim import prepare_repository
     from toolkit.triton import TritonInferError, TritonLoadError, TritonServer
 
-    gpu = bool(getattr(settings, "BERTH_TRITON_GPU", False))
-    start_timeout = float(getattr(settings, "BERTH_TRITON_START_TIMEOUT", 120))
-    load_timeout = float(getattr(settings, "BERTH_TRITON_LOAD_TIMEOUT", 300))
+    gpu = bool(settings.BERTH_TRITON_GPU)
+    start_timeout = float(settings.BERTH_TRITON_START_TIMEOUT)
+    load_timeout = float(settings.BERTH_TRITON_LOAD_TIMEOUT)
     models = {m["name"]: m for m in summary.get("models", [])}
     entry = summary.get("entry_model")
     cases = summary.get("tests") or []
