@@ -2,7 +2,9 @@
 
 The client is the gateway's own lean keep-alive HTTP/1.1 pool (`dataplane.upstream`) on
 uvloop, so the load generator costs little CPU next to what it measures; both the gateway
-and direct Triton are driven by the same code in the same run.
+and direct Triton are driven by the same code in the same run. Open-loop load is Berth's
+load generator (`loadgen`) itself, run in this process; the closed loop (a fixed number of
+clients, each waiting for its answer) is the saturation measure only the benchmarks need.
 """
 
 from __future__ import annotations
@@ -140,41 +142,56 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
+class _Source:
+    """The target's one request, encoded once, for Berth's load generator."""
+
+    def __init__(self, target: Target) -> None:
+        self.pool = target.pool(max_idle=256)
+        self._data = self.pool.encode("POST", target.path, target.body, target.headers)
+
+    def data(self, index: int) -> bytes:
+        return self._data
+
+
 async def open_loop(target: Target, rate: float, duration: float) -> Run:
     """Requests at a fixed rate whatever the answers (a stall holds no later request back).
 
-    Latency counts from when each request is sent: the event loop's timers tick in
-    milliseconds, and that lateness belongs to the generator, not to the server.
+    Driven by Berth's load generator (`loadgen.generator`, in this process): its scheduler,
+    keep-alive pool and HDR histogram. Latency counts from each request's intended time, so
+    a stall shows in the percentiles of the requests scheduled during it; the generator
+    wakes within microseconds of each intended time (or at most every 0.5 ms, in batches).
     """
-    pool = target.pool(max_idle=256)
-    latencies: list[float] = []
-    errors = 0
-    perf = time.perf_counter
-    interval = 1.0 / rate
-    count = int(rate * duration)
-    start = perf() + 0.05
+    from loadgen import histograms
+    from loadgen.generator import Generator
+    from loadgen.spec import HttpTarget, RequestSpec, Spec, Stage
 
-    async def fire(scheduled: float) -> None:
-        nonlocal errors
-        sent = perf()
-        try:
-            response = await pool.request("POST", target.path, target.body, target.headers)
-            ok = response.status == 200
-        except Exception:
-            ok = False
-        if ok:
-            latencies.append(perf() - sent)
-        else:
-            errors += 1
-
-    tasks = []
-    for i in range(count):
-        scheduled = start + i * interval
-        delay = scheduled - perf()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(fire(scheduled)))
-    await asyncio.gather(*tasks)
-    elapsed = perf() - start
-    pool.close()
-    return Run(latencies, errors, elapsed)
+    spec = Spec(
+        target=HttpTarget(
+            url=f"http://{target.host}:{target.port}",
+            endpoint=target.name,
+            unix_path=target.unix_path,
+            headers=dict(target.headers),
+        ),
+        requests=(RequestSpec(target.name, "application/json", target.body, 1.0),),
+        stages=(Stage(rate, duration),),
+        arrival="uniform",
+        seed=1,
+        start_at=None,
+        timeout_s=60.0,
+        max_in_flight=256,
+        max_connections=256,
+        report_interval_s=60.0,
+        max_duration_s=duration + 60.0,
+        stop_error_rate=1.0,
+        stop_min_requests=1,
+    )
+    events: list[dict[str, Any]] = []
+    generator = Generator(spec, _Source(target), events.append)
+    await generator.run(generator.clock() + 0.05)
+    stage = next(e for e in events if e["event"] == "stage")
+    latencies = [
+        item.value_iterated_to / 1e6
+        for item in histograms.decode(stage["hist"]).get_recorded_iterator()
+        for _ in range(item.count_at_value_iterated_to)
+    ]
+    return Run(latencies, sum(stage["errors"].values()), duration)

@@ -11,6 +11,7 @@ by the gateway's server.
 from __future__ import annotations
 
 import asyncio
+import ssl as _ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -182,25 +183,51 @@ class UpstreamConnection(asyncio.Protocol):
 
 
 class UpstreamPool:
-    """Keep-alive connections to one host:port, reused last-in first-out."""
+    """Keep-alive connections to one host:port, reused last-in first-out.
+
+    `ssl` (an `ssl.SSLContext`) makes the connections TLS, verified against `host`, and
+    `host_header` replaces the `host:port` Host header (the load generator's SageMaker
+    target signs its requests for the bare host name).
+    """
 
     def __init__(
-        self, host: str, port: int, *, max_idle: int = 64, unix_path: str | None = None
+        self,
+        host: str,
+        port: int,
+        *,
+        max_idle: int = 64,
+        unix_path: str | None = None,
+        ssl: _ssl.SSLContext | None = None,
+        host_header: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
         # Set for a sandboxed Triton, which listens on a Unix socket (host names the Host header).
         self.unix_path = unix_path
+        self.ssl = ssl
         self.max_idle = max_idle
         self._idle: deque[UpstreamConnection] = deque()
-        self._host_header = f"Host: {host}:{port}\r\n".encode()
+        self.host_header = host_header or f"{host}:{port}"
+        self._host_header = f"Host: {self.host_header}\r\n".encode()
         self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...]], bytes] = {}
+
+    async def connect(self) -> UpstreamConnection:
+        """A new connection, not yet in the pool (`release` it once its answer is in)."""
+        return await self._connect()
 
     async def _connect(self) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
         try:
             if self.unix_path is not None:
                 _, conn = await loop.create_unix_connection(UpstreamConnection, self.unix_path)
+            elif self.ssl is not None:
+                _, conn = await loop.create_connection(
+                    UpstreamConnection,
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=self.host,
+                )
             else:
                 _, conn = await loop.create_connection(UpstreamConnection, self.host, self.port)
         except OSError as exc:
