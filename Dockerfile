@@ -9,7 +9,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONPATH=/app \
     DJANGO_SETTINGS_MODULE=portal.settings \
-    BERTH_VAR_DIR=/var/lib/berth
+    BERTH_VAR_DIR=/var/lib/berth \
+    BERTH_STATIC_ROOT=/app/staticfiles
 
 # libgomp1: onnxruntime's OpenMP; the Triton binary and its libraries come inside the wheel.
 # bubblewrap: the sandbox Triton (and so every model's code) runs in (toolkit/sandbox.py);
@@ -25,6 +26,8 @@ COPY registry ./registry
 COPY deployments ./deployments
 COPY monitoring ./monitoring
 COPY runs ./runs
+COPY loadtests ./loadtests
+COPY loadgen ./loadgen
 COPY dataplane ./dataplane
 COPY toolkit ./toolkit
 RUN pip install .
@@ -33,6 +36,11 @@ RUN pip install .
 COPY manage.py ./
 COPY templates ./templates
 COPY static ./static
+# Hashed, compressed static files (WhiteNoise serves them), built once into the image; the
+# settings only need placeholder secrets to load here.
+RUN DJANGO_SECRET_KEY=collectstatic BERTH_DATAPLANE_ADMIN_TOKEN=collectstatic \
+    BERTH_VAR_DIR=/tmp/berth-build python manage.py collectstatic --noinput \
+    && rm -rf /tmp/berth-build
 
 # Named volumes mounted here inherit this ownership, so the non-root user can write them.
 RUN useradd --create-home --uid 1000 berth \

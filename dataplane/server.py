@@ -520,6 +520,25 @@ class AdminApi:
             body["EndTime"] = query["end"]
         return json_response(self.gateway.metrics.get_metric_data(body))
 
+    async def endpoint_counters(self, request: HttpRequest) -> HttpResponse:
+        """Cumulative counts since the gateway started (invocations, cache lookups and hits,
+        model loads, 4XX/5XX): a load test reads them before and after each stage, which
+        the per-minute statistics are too coarse for."""
+        endpoint = self._endpoint(request)
+        metrics, dims = self.gateway.metrics, endpoint.dimensions
+        cache = metrics.series("ModelCacheHit", dims)
+        return json_response(
+            {
+                "endpoint": endpoint.name,
+                "invocations": metrics.series("Invocations", dims).total_count,
+                "cache_lookups": cache.total_count,
+                "cache_hits": int(cache.total_sum),
+                "model_loads": metrics.series("ModelLoadingTime", dims).total_count,
+                "errors_4xx": int(metrics.series("Invocation4XXErrors", dims).total_sum),
+                "errors_5xx": int(metrics.series("Invocation5XXErrors", dims).total_sum),
+            }
+        )
+
     async def metric_data(self, request: HttpRequest) -> HttpResponse:
         return json_response(self.gateway.metrics.get_metric_data(_body_object(request)))
 
@@ -616,6 +635,7 @@ def build_server(gateway: Gateway) -> HttpServer:
     admin_route("GET", "/admin/endpoints/{endpoint}/aliases", admin.list_aliases)
     admin_route("PUT", "/admin/endpoints/{endpoint}/aliases/{model}", admin.put_alias)
     admin_route("GET", "/admin/endpoints/{endpoint}/metrics", admin.endpoint_metrics)
+    admin_route("GET", "/admin/endpoints/{endpoint}/counters", admin.endpoint_counters)
     admin_route("POST", "/admin/metric-data", admin.metric_data)
     router.add("GET", "/metrics", admin.prometheus)
     return server

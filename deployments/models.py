@@ -18,12 +18,12 @@ from registry.models import ModelVersion, RegisteredModel
 from .choices import (
     ACTIVE_DEPLOYMENT_STATES,
     DEFAULT_GPU_INSTANCE_TYPE,
-    GPU_INSTANCE_TYPES,
     Backend,
     DeploymentKind,
     DeploymentState,
     PromotionState,
     Source,
+    gpu_instance_types,
 )
 
 # SageMaker's rule for endpoint names; local endpoints follow it too, so an endpoint can
@@ -75,6 +75,21 @@ class Environment(models.Model):
     label = models.CharField(max_length=64)
     requires_approval = models.BooleanField(
         default=False, help_text="Deployments here only start from an approved promotion request."
+    )
+    requires_load_test = models.BooleanField(
+        default=False,
+        help_text="Promotion requests to endpoints here need the version's passing load test "
+        "on staging.",
+    )
+    loadtest_max_rps = models.PositiveIntegerField(
+        default=200,
+        validators=[MinValueValidator(1)],
+        help_text="The highest arrival rate (requests/s) a load test may offer endpoints here.",
+    )
+    loadtest_max_seconds = models.PositiveIntegerField(
+        default=600,
+        validators=[MinValueValidator(1)],
+        help_text="The longest a load test of endpoints here may generate load.",
     )
     order = models.PositiveSmallIntegerField(default=0, help_text="Position in the pipeline.")
     description = models.TextField(blank=True)
@@ -150,7 +165,7 @@ class Endpoint(models.Model):
     # SageMaker.
     region = models.CharField(max_length=32, blank=True)
     instance_type = models.CharField(
-        max_length=32, choices=GPU_INSTANCE_TYPES, default=DEFAULT_GPU_INSTANCE_TYPE, blank=True
+        max_length=32, choices=gpu_instance_types, default=DEFAULT_GPU_INSTANCE_TYPE, blank=True
     )
     initial_instance_count = models.PositiveSmallIntegerField(
         default=1, validators=[MinValueValidator(1)]

@@ -44,6 +44,8 @@ class AuditAction(models.TextChoices):
     ENDPOINT_UPDATE = "endpoint.update", "Endpoint changed"
     ENDPOINT_AUTOSCALING = "endpoint.autoscaling", "Endpoint's autoscaling changed"
     ENDPOINT_DELETE = "endpoint.delete", "Endpoint deleted"
+    ENDPOINT_RECOVER = "endpoint.recover", "Failed SageMaker endpoint deleted to be recreated"
+    ENDPOINT_DECOMMISSION = "endpoint.decommission", "Endpoint decommissioned in AWS"
     # Written once, by the data migration that gave every endpoint a target of its own
     # (source "migration"); kept so the trail's existing rows name a known action.
     ENDPOINT_REMAP = "endpoint.remap", "Endpoint remapped to its own target"
@@ -60,6 +62,15 @@ class AuditAction(models.TextChoices):
     PROMOTION_REQUEST = "promotion.request", "Promotion requested"
     PROMOTION_APPROVED = "promotion.approved", "Promotion approved"
     PROMOTION_REJECTED = "promotion.rejected", "Promotion rejected"
+    # Load tests: started, then each state they reach; a recommendation applied
+    LOADTEST_START = "loadtest.start", "Load test started"
+    LOADTEST_PENDING = "loadtest.pending", "Load test approved and queued"
+    LOADTEST_REJECTED = "loadtest.rejected", "Load test rejected"
+    LOADTEST_RUNNING = "loadtest.running", "Load test running"
+    LOADTEST_SUCCEEDED = "loadtest.succeeded", "Load test finished"
+    LOADTEST_FAILED = "loadtest.failed", "Load test failed"
+    LOADTEST_CANCELLED = "loadtest.cancelled", "Load test cancelled"
+    LOADTEST_APPLY = "loadtest.apply", "Load test's autoscaling recommendation applied"
 
     @classmethod
     def of(cls, entity: str, what: str) -> "AuditAction":

@@ -127,6 +127,11 @@ class DataPlaneClient:
 
     # Metrics
 
+    def counters(self, endpoint: str) -> dict[str, Any]:
+        """Cumulative counts of the endpoint since the gateway started: invocations,
+        cache_lookups, cache_hits, model_loads, errors_4xx, errors_5xx."""
+        return self.request("GET", f"/admin/endpoints/{quote(endpoint, safe='')}/counters")
+
     def metric_data(self, request: dict[str, Any]) -> dict[str, Any]:
         """GetMetricData's question (with a `TargetModel` dimension for per-model series),
         answered in GetMetricData's shape."""

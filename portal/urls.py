@@ -11,6 +11,7 @@ api_v1 = [
     path("", include("deployments.api.urls")),
     path("", include("monitoring.api.urls")),
     path("", include("runs.api.urls")),
+    path("", include("loadtests.api.urls")),
     # Anything else under the API answers the API's JSON 404, not the portal's HTML page.
     # Only addresses ending in '/', so APPEND_SLASH still redirects `models` to `models/`.
     re_path(r"^(?:.*/)?$", api_not_found),
@@ -26,6 +27,8 @@ urlpatterns = [
     path("models/", include("registry.urls")),
     path("", include("deployments.urls")),
     path("dashboards/", include("monitoring.urls")),
+    path("loadtests/", include("loadtests.urls")),
+    path("runs/", include("runs.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -469,3 +469,23 @@ def test_a_body_whose_shapes_it_cannot_fill_is_refused_before_any_load(gw: Gatew
     status, _, data = gw.invoke("main", package, infer_body(X))
     assert (status, output(data)) == (200, [2.0, 4.0, 6.0, 8.0])
     assert gw.triton_loads("untouched_1-") == 1
+
+
+def test_counters_count_invocations_cache_hits_and_loads_since_start(gw: GatewayProcess) -> None:
+    """What a load test reads before and after each stage: cumulative, behind the token."""
+    package = python_package(gw.store("main"), "counted", 1, scale=2.0)
+    before = gw.get("/admin/endpoints/main/counters")[1]
+    for _ in range(3):
+        runtime_client(gw).invoke_endpoint(
+            EndpointName="main",
+            TargetModel=package,
+            Body=infer_body(X),
+            ContentType="application/json",
+        )
+    after = gw.get("/admin/endpoints/main/counters")[1]
+    assert after["invocations"] - before["invocations"] == 3
+    assert after["cache_lookups"] - before["cache_lookups"] == 3
+    # The first request loaded the model (a miss), the next two found it loaded.
+    assert after["cache_hits"] - before["cache_hits"] == 2
+    assert after["model_loads"] - before["model_loads"] == 1
+    assert gw.request("GET", "/admin/endpoints/main/counters", authorize=False)[0] == 401

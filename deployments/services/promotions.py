@@ -12,6 +12,7 @@ from registry.choices import VersionStatus
 from registry.models import ModelVersion
 
 from .. import selectors
+from ..backends import backend_for
 from ..choices import PROMOTION_TRANSITIONS, PromotionState, Source
 from ..models import Endpoint, LiveVersion, PromotionRequest
 from .common import APPROVE_PERMISSION, PROMOTION_PERMISSION, _on_commit_task, _require
@@ -52,6 +53,9 @@ def promotion_request_create(
     evidence = selectors.promotion_evidence(
         version=version, staging_deployment=staging, target_endpoint=target_endpoint
     )
+    evidence["load_tests"] = _load_test_evidence(
+        version=version, staging=staging, target_endpoint=target_endpoint
+    )
     try:
         with transaction.atomic():
             promotion = PromotionRequest.objects.create(
@@ -79,6 +83,34 @@ def promotion_request_create(
     )
     _on_commit_task("notify_approval_needed", promotion.pk)
     return promotion
+
+
+def _load_test_evidence(*, version: ModelVersion, staging, target_endpoint: Endpoint) -> list[dict]:
+    """The version's latest load test on its staging endpoint's environment, for the
+    evidence; refused when the target environment `requires_load_test` and that test did
+    not finish holding its SLO."""
+    from loadtests import selectors as loadtest_selectors
+
+    latest = loadtest_selectors.loadtest_latest_for_version(
+        version=version, environment=staging.endpoint.environment
+    )
+    if target_endpoint.environment.requires_load_test and not loadtest_selectors.loadtest_passed(
+        latest
+    ):
+        why = (
+            "none was run"
+            if latest is None
+            else f"the latest (#{latest.pk}) is {latest.get_state_display().lower()}"
+            + (f" with verdict {latest.get_verdict_display().lower()}" if latest.verdict else "")
+        )
+        raise ServiceError(
+            f"{target_endpoint.environment} needs a passing load test of {version} on "
+            f"{staging.endpoint.environment} before promotion; {why}.",
+            field="load_test",
+            code="load_test_required",
+        )
+    evidence = loadtest_selectors.loadtest_evidence(latest)
+    return [evidence] if evidence else []
 
 
 def _decide(
@@ -141,6 +173,9 @@ def promotion_approve(
     )
     promotion.deployment = deployment
     promotion.save(update_fields=["deployment"])
+    # Where the staging backend mirrors verdicts (SageMaker's model registry), it does so
+    # once this commits.
+    backend_for(promotion.staging_deployment.endpoint).promotion_approved(promotion=promotion)
     _on_commit_task("notify_promotion_decided", promotion.pk)
     return promotion
 

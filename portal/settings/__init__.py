@@ -6,6 +6,7 @@ from .base import *  # noqa: F401,F403
 from .broker import *  # noqa: F401,F403
 from .database import *  # noqa: F401,F403
 from .dataplane import *  # noqa: F401,F403
+from .loadtests import *  # noqa: F401,F403
 from .monitoring import *  # noqa: F401,F403
 from .notifications import *  # noqa: F401,F403
 from .registry import *  # noqa: F401,F403

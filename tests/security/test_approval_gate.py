@@ -428,6 +428,8 @@ def test_admin_turning_approval_off_is_audited_with_old_and_new_value(client, ad
             "description": "",
             "allowed_s3_buckets": "",
             "allowed_role_arns": "",
+            "loadtest_max_rps": 200,
+            "loadtest_max_seconds": 600,
             "reason": "Load-test week",
         },  # requires_approval unticked
     )
