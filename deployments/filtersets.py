@@ -15,8 +15,8 @@ class IntegerFilter(django_filters.NumberFilter):
 
 class EndpointFilterSet(django_filters.FilterSet):
     # By name: an environment that does not exist matches no endpoint (an empty page).
-    environment = django_filters.CharFilter(field_name="environment__name")
-    backend = django_filters.ChoiceFilter(choices=Backend.choices)
+    environment = django_filters.CharFilter(field_name="environment__name", label="Environment")
+    backend = django_filters.ChoiceFilter(choices=Backend.choices, label="Backend")
 
     class Meta:
         model = Endpoint
@@ -24,12 +24,16 @@ class EndpointFilterSet(django_filters.FilterSet):
 
 
 class DeploymentFilterSet(django_filters.FilterSet):
-    endpoint = django_filters.CharFilter(field_name="endpoint__name")
-    model = django_filters.CharFilter(field_name="model__name")
-    version = IntegerFilter(field_name="version__version")
-    environment = django_filters.CharFilter(field_name="endpoint__environment__name")
-    state = django_filters.MultipleChoiceFilter(choices=DeploymentState.choices)
-    kind = django_filters.ChoiceFilter(choices=DeploymentKind.choices)
+    # Labels are the words the list pages show (django-filter would derive "Endpoint
+    # environment name" and "Version version" from the lookups).
+    endpoint = django_filters.CharFilter(field_name="endpoint__name", label="Endpoint")
+    model = django_filters.CharFilter(field_name="model__name", label="Model")
+    version = IntegerFilter(field_name="version__version", label="Version")
+    environment = django_filters.CharFilter(
+        field_name="endpoint__environment__name", label="Environment"
+    )
+    state = django_filters.MultipleChoiceFilter(choices=DeploymentState.choices, label="State")
+    kind = django_filters.ChoiceFilter(choices=DeploymentKind.choices, label="Kind")
 
     class Meta:
         model = Deployment
@@ -37,9 +41,11 @@ class DeploymentFilterSet(django_filters.FilterSet):
 
 
 class PromotionFilterSet(django_filters.FilterSet):
-    state = django_filters.ChoiceFilter(choices=PromotionState.choices)
-    model = django_filters.CharFilter(field_name="version__model__name")
-    target_endpoint = django_filters.CharFilter(field_name="target_endpoint__name")
+    state = django_filters.ChoiceFilter(choices=PromotionState.choices, label="State")
+    model = django_filters.CharFilter(field_name="version__model__name", label="Model")
+    target_endpoint = django_filters.CharFilter(
+        field_name="target_endpoint__name", label="Target endpoint"
+    )
 
     class Meta:
         model = PromotionRequest

@@ -1,10 +1,56 @@
 """Forms of the deploy wizard, the endpoint page and the approval page. They parse input;
 the rules are the services'."""
 
+import re
+
 from django import forms
 
 from .choices import DEFAULT_GPU_INSTANCE_TYPE, GPU_INSTANCE_TYPES, Backend
 from .models import Endpoint, Environment, endpoint_name_validator
+
+
+class MemorySizeField(forms.IntegerField):
+    """A memory size typed the way people write it ("8 GiB", "512 MiB", "1.5 GB", or plain
+    bytes), cleaned to bytes; a stored value is shown back in the largest whole binary unit.
+    A dozen lines, so no size-parsing dependency (none is installed; humanfriendly would be
+    the one to take if more formats were needed)."""
+
+    UNITS = {
+        "": 1,
+        "b": 1,
+        "kb": 1000,
+        "mb": 1000**2,
+        "gb": 1000**3,
+        "tb": 1000**4,
+        "kib": 1024,
+        "mib": 1024**2,
+        "gib": 1024**3,
+        "tib": 1024**4,
+    }
+    PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+    widget = forms.TextInput
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        if isinstance(value, int):
+            return value
+        match = self.PATTERN.match(str(value))
+        unit = match[2].lower() if match else ""
+        if not match or unit not in self.UNITS:
+            raise forms.ValidationError(
+                "Write a size such as 8 GiB, 512 MiB or 2 GB (or a number of bytes).",
+                code="invalid",
+            )
+        return int(float(match[1]) * self.UNITS[unit])
+
+    def prepare_value(self, value):
+        if isinstance(value, int) and value > 0:
+            for unit in ("TiB", "GiB", "MiB", "KiB"):
+                size = self.UNITS[unit.lower()]
+                if value % size == 0:
+                    return f"{value // size} {unit}"
+        return value
 
 
 class EndpointStepForm(forms.Form):
@@ -38,8 +84,12 @@ class EndpointStepForm(forms.Form):
     )
     execution_role_arn = forms.CharField(required=False, label="Execution role ARN")
     s3_prefix = forms.CharField(required=False, label="S3 prefix", help_text="s3://bucket/prefix/")
-    memory_budget_bytes = forms.IntegerField(
-        min_value=1, required=False, help_text="Local data plane only."
+    memory_budget_bytes = MemorySizeField(
+        min_value=1,
+        required=False,
+        label="Memory budget",
+        help_text="Local data plane only: how much the endpoint's loaded models may hold, "
+        "e.g. 8 GiB or 512 MiB. Empty: no budget.",
     )
 
     def clean(self):
@@ -123,3 +173,10 @@ class PromotionForm(forms.Form):
         queryset=Endpoint.objects.filter(environment__requires_approval=True), to_field_name="name"
     )
     comment = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # With one production endpoint there is nothing to choose: it is preselected.
+        choices = list(self.fields["target_endpoint"].queryset[:2])
+        if len(choices) == 1 and not self.initial.get("target_endpoint"):
+            self.initial["target_endpoint"] = choices[0].name

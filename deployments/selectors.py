@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+import shlex
+import time
+from datetime import datetime, timedelta
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
 from django.db.models import Count, Prefetch, Q, QuerySet
+from django.utils import timezone
 
+from monitoring.choices import Statistic
+from monitoring.selectors import metric_data, metric_target
+from monitoring.sources import MetricQuery, align, combine
+from portal import aws, dataplane
 from portal.errors import NotFound
 from registry.choices import VersionStatus
 from registry.models import ModelVersion, RegisteredModel, TestResult
 from runs.models import RunLogLine
 from runs.selectors import run_follow, run_log_since, steps_prefetch
+from toolkit.codec import TensorError, case_request, decode_response, describe
 
-from .choices import ACTIVE_DEPLOYMENT_STATES, DeploymentState
+from .backends.base import smoke_case
+from .choices import ACTIVE_DEPLOYMENT_STATES, Backend, DeploymentState
 from .models import (
     Deployment,
     Endpoint,
@@ -301,11 +313,66 @@ def promotion_evidence(
                 {},
             ),
         },
+        "staging_metrics": staging_metrics(deployment=staging_deployment),
         # No load test is recorded yet; the key keeps the evidence's shape for the page.
         "load_tests": [],
         "replaces": {"version": live.version.version if live else None},
         "lineage_diff": lineage_diff(live.version if live else None, version),
         "package": {"name": version.package_name, "sha256": version.package_sha256},
+    }
+
+
+# The most periods one metric query asks for: GetMetricData answers up to 100,800 datapoints
+# per call; a day of minutes is plenty for a sum and a worst-period p99.
+STAGING_METRIC_MAX_PERIODS = 1440
+
+
+def staging_metrics(*, deployment: Deployment, now: datetime | None = None) -> dict[str, Any]:
+    """How the version fared on staging since its deployment there finished: requests,
+    error rate (4XX and 5XX over requests) and p99 model latency, from the staging
+    endpoint's own metric source (its backend's `metric_source`). Per target model where
+    the source can tell, else the whole endpoint (`scope` says which). p99 over several
+    periods is the worst period's (`sources.combine`: percentiles do not recombine). A
+    source that cannot answer leaves the figures empty and says why in `error`: evidence
+    is still worth recording without them."""
+
+    start = deployment.finished_at or deployment.created_at
+    end = now or timezone.now()
+    span = max((end - start).total_seconds(), 60.0)
+    period = 60 * max(1, -(-int(span) // (60 * STAGING_METRIC_MAX_PERIODS)))
+    target = metric_target(deployment.endpoint)
+    model = deployment.version.package_name if target.source.per_model else ""
+    queries = [
+        MetricQuery("Invocations", Statistic.SUM, model),
+        MetricQuery("Invocation4XXErrors", Statistic.SUM, model),
+        MetricQuery("Invocation5XXErrors", Statistic.SUM, model),
+        MetricQuery("ModelLatency", Statistic.P99, model),
+    ]
+    series, error = metric_data(
+        target=target,
+        queries=queries,
+        start=align(start, period),
+        end=align(end, period) + timedelta(seconds=period),
+        period=period,
+    )
+    totals = [
+        combine(q.stat, one.values) if one.values else None
+        for q, one in zip(queries, series, strict=True)
+    ]
+    requests, errors_4xx, errors_5xx, p99_us = totals
+    errors = (errors_4xx or 0) + (errors_5xx or 0)
+    return {
+        "endpoint": deployment.endpoint.name,
+        "since": start.isoformat(),
+        "until": end.isoformat(),
+        "scope": "target model" if model else "endpoint",
+        "target_model": model,
+        "requests": int(requests or 0),
+        "errors": int(errors),
+        "error_rate": (errors / requests) if requests else None,
+        "error_rate_percent": (100 * errors / requests) if requests else None,
+        "p99_ms": p99_us / 1000 if p99_us is not None else None,
+        "error": error,
     }
 
 
@@ -352,3 +419,166 @@ def version_get(*, model_name: str, version: int) -> ModelVersion:
     if found is None:
         raise NotFound(f"{model_name} has no version {version}.", field="version")
     return found
+
+
+# How to call an endpoint -------------------------------------------------------------------
+
+# A test case's request body shown in snippets is cut here: a page is no place for a tensor
+# of megabytes, and the test-request button sends the full case anyway.
+SNIPPET_BODY_MAX_CHARS = 4000
+
+
+def invocation_url(endpoint: Endpoint) -> str:
+    """Where clients POST invocations: the data plane's public address for local endpoints
+    (BERTH_DATAPLANE_PUBLIC_URL, else the address the portal itself uses), the SageMaker
+    runtime's regional address otherwise."""
+    if endpoint.backend == Backend.SAGEMAKER:
+        region = endpoint.region or settings.AWS_REGION or "us-east-1"
+        base = f"https://runtime.sagemaker.{region}.amazonaws.com"
+    else:
+        base = (settings.BERTH_DATAPLANE_PUBLIC_URL or settings.BERTH_DATAPLANE_URL).rstrip("/")
+    return f"{base}/endpoints/{endpoint.target_name}/invocations"
+
+
+def first_test_case(version: ModelVersion) -> dict[str, Any] | None:
+    """The case the smoke test and the test-request button send (one rule: the smoke
+    test's)."""
+    return smoke_case(Deployment(version=version))
+
+
+def version_inputs(version: ModelVersion) -> list[dict[str, Any]]:
+    """The entry model's inputs (name, datatype, shape) as validation read them from
+    config.pbtxt; from the first test case when the repository summary has none."""
+    summary = version.repository_summary or {}
+    entry = summary.get("entry_model")
+    for model in summary.get("models") or []:
+        if model.get("name") == entry and model.get("inputs"):
+            return [
+                {
+                    "name": tensor.get("name"),
+                    "datatype": tensor.get("datatype"),
+                    "shape": tensor.get("dims") or tensor.get("shape"),
+                    "optional": bool(tensor.get("optional")),
+                }
+                for tensor in model["inputs"]
+            ]
+    case = first_test_case(version) or {}
+    return [
+        {
+            "name": name,
+            "datatype": spec.get("datatype"),
+            "shape": spec.get("shape"),
+            "optional": False,
+        }
+        for name, spec in (case.get("inputs") or {}).items()
+    ]
+
+
+def call_info(*, endpoint: Endpoint, version: ModelVersion) -> dict[str, Any]:
+    """What a client needs to call `version` on `endpoint`: the URL, the target model, the
+    inputs and a request body (the first test case's, else one with the inputs' names)."""
+    case = first_test_case(version)
+    if case is not None:
+        body = case_request(case)
+    else:
+        body = {
+            "inputs": [
+                {"name": i["name"], "datatype": i["datatype"], "shape": i["shape"], "data": []}
+                for i in version_inputs(version)
+            ]
+        }
+    text = json.dumps(body, separators=(",", ":"))
+    return {
+        "endpoint": endpoint,
+        "version": version,
+        "url": invocation_url(endpoint),
+        "base_url": invocation_url(endpoint).rsplit("/endpoints/", 1)[0],
+        "target_model": version.package_name,
+        "inputs": version_inputs(version),
+        "has_case": case is not None,
+        "body": text if len(text) <= SNIPPET_BODY_MAX_CHARS else None,
+        "body_too_long": len(text) > SNIPPET_BODY_MAX_CHARS,
+        # The body quoted for a POSIX shell (inside '...') and as a Python string literal.
+        "shell_body": shlex.quote(text),
+        "python_body": repr(text),
+        "is_sagemaker": endpoint.backend == Backend.SAGEMAKER,
+        "region": endpoint.region or "",
+    }
+
+
+def deployed_version(*, endpoint: Endpoint, pk: int) -> ModelVersion | None:
+    """The version `pk` if a deployment to `endpoint` placed it there, else None."""
+    return (
+        ModelVersion.objects.select_related("model")
+        .filter(
+            pk=pk,
+            deployments__endpoint=endpoint,
+            deployments__state__in=SUCCEEDED_ONCE,
+        )
+        .first()
+    )
+
+
+def send_test_request(*, endpoint: Endpoint, version: ModelVersion) -> dict[str, Any]:
+    """Send `version`'s first test case to `endpoint` as a client would (the SageMaker
+    runtime API, TargetModel set) and say what came back: HTTP status, latency, outputs.
+    Nothing is stored: it is a probe, like a curl from the page."""
+    case = first_test_case(version)
+    if case is None:
+        return {
+            "ok": False,
+            "status": None,
+            "latency_ms": None,
+            "error": f"{version} has no test cases to send.",
+        }
+    if endpoint.backend == Backend.SAGEMAKER:
+        runtime = aws.sagemaker_runtime(endpoint.region or settings.AWS_REGION)
+    else:
+        runtime = dataplane.runtime_client()
+    started = time.perf_counter()
+    try:
+        response = runtime.invoke_endpoint(
+            EndpointName=endpoint.target_name,
+            TargetModel=version.package_name,
+            ContentType="application/json",
+            Accept="application/json",
+            Body=json.dumps(case_request(case)).encode(),
+        )
+        raw = response["Body"].read()
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        return {
+            "ok": False,
+            "case": case.get("name"),
+            "status": exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"),
+            "latency_ms": (time.perf_counter() - started) * 1000,
+            "error": f"{error.get('Code', '')}: {error.get('Message', exc)}",
+        }
+    except BotoCoreError as exc:
+        return {
+            "ok": False,
+            "case": case.get("name"),
+            "status": None,
+            "latency_ms": None,
+            "error": str(exc),
+        }
+    latency_ms = (time.perf_counter() - started) * 1000
+    try:
+        outputs = {
+            name: describe(array) for name, array in decode_response(json.loads(raw)).items()
+        }
+    except (ValueError, TensorError, KeyError) as exc:
+        return {
+            "ok": False,
+            "case": case.get("name"),
+            "status": response["ResponseMetadata"]["HTTPStatusCode"],
+            "latency_ms": latency_ms,
+            "error": f"The answer is not KServe v2 JSON: {exc}; {raw[:200]!r}",
+        }
+    return {
+        "ok": True,
+        "case": case.get("name"),
+        "status": response["ResponseMetadata"]["HTTPStatusCode"],
+        "latency_ms": latency_ms,
+        "outputs": outputs,
+    }

@@ -9,6 +9,11 @@ urlpatterns = [
     path("endpoints/new/", views.endpoint_create, name="endpoint-create"),
     path("endpoints/<str:name>/", views.endpoint_detail, name="endpoint-detail"),
     path("endpoints/<str:name>/rollback/", views.endpoint_rollback, name="endpoint-rollback"),
+    path(
+        "endpoints/<str:name>/test-request/",
+        views.endpoint_test_request,
+        name="endpoint-test-request",
+    ),
     path("deployments/", views.deployment_list, name="deployment-list"),
     path("deployments/new/", views.wizard_start, name="wizard-start"),
     path("deployments/new/<int:step>/", views.wizard, name="wizard"),

@@ -15,13 +15,20 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from loadtests.selectors import loadtest_list
 from portal.errors import NotFound, ServiceError, get_or_404
 from registry.choices import VersionStatus
 from registry.models import ModelVersion
 
 from . import selectors, services
 from .backends import backend_for
-from .choices import ACTIVE_DEPLOYMENT_STATES, Backend, PromotionState, Source
+from .choices import (
+    ACTIVE_DEPLOYMENT_STATES,
+    Backend,
+    DeploymentKind,
+    PromotionState,
+    Source,
+)
 from .filtersets import DeploymentFilterSet, PromotionFilterSet
 from .forms import (
     AutoscalingForm,
@@ -74,6 +81,13 @@ def endpoint_detail(request: HttpRequest, name: str) -> HttpResponse:
     live = list(selectors.live_versions(endpoint=endpoint))
     for item in live:
         item.rollback_to = selectors.rollback_target(endpoint=endpoint, model=item.model)
+        # Undoing a rollback puts back the version it replaced: that reads "Restore v2".
+        item.rollback_restores = bool(
+            item.rollback_to
+            and item.deployment.kind == DeploymentKind.ROLLBACK
+            and item.deployment.previous_version_id == item.rollback_to.pk
+        )
+        item.call = selectors.call_info(endpoint=endpoint, version=item.version)
     return render(
         request,
         "deployments/endpoint_detail.html",
@@ -82,6 +96,7 @@ def endpoint_detail(request: HttpRequest, name: str) -> HttpResponse:
             "live_versions": live,
             "timeline": selectors.live_timeline(endpoint=endpoint)[:50],
             "deployments": selectors.deployment_list(filters={"endpoint": endpoint})[:20],
+            "load_tests": loadtest_list(endpoint=endpoint)[:20],
             "nav_section": "endpoints",
         },
     )
@@ -122,6 +137,43 @@ def endpoint_create(request: HttpRequest) -> HttpResponse:
         request,
         "deployments/endpoint_form.html",
         {"form": form, "nav_section": "endpoints"},
+        status=status,
+    )
+
+
+@login_required
+@require_POST
+def endpoint_test_request(request: HttpRequest, name: str) -> HttpResponse:
+    """Send a version's first test case to the endpoint and show the answer: status,
+    latency, outputs. Only a version deployed there may be probed."""
+    endpoint = _endpoint_or_404(name)
+    version_id = request.POST.get("version", "")
+    version = (
+        selectors.deployed_version(endpoint=endpoint, pk=int(version_id))
+        if version_id.isdigit() and len(version_id) < 12
+        else None
+    )
+    if version is None:
+        result = {
+            "ok": False,
+            "status": None,
+            "latency_ms": None,
+            "error": f"version: not a version deployed to {endpoint.name}.",
+        }
+        status = 400
+    else:
+        result = selectors.send_test_request(endpoint=endpoint, version=version)
+        status = 200
+    # htmx swaps the result into the page; without it the result gets a page of its own.
+    template = (
+        "deployments/_test_request_result.html"
+        if request.headers.get("HX-Request")
+        else "deployments/test_request.html"
+    )
+    return render(
+        request,
+        template,
+        {"result": result, "endpoint": endpoint, "nav_section": "endpoints"},
         status=status,
     )
 
@@ -172,6 +224,14 @@ def _deployment_context(pk: int) -> dict[str, Any]:
 @login_required
 def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = _deployment_context(pk)
+    deployment = context["deployment"]
+    if deployment.state in selectors.SUCCEEDED_ONCE:
+        context["call"] = selectors.call_info(
+            endpoint=deployment.endpoint, version=deployment.version
+        )
+    context["load_tests"] = loadtest_list(endpoint=deployment.endpoint, version=deployment.version)[
+        :20
+    ]
     context["nav_section"] = "deployments"
     return render(request, "deployments/deployment_detail.html", context)
 
@@ -545,11 +605,14 @@ def promotion_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def promotion_detail(request: HttpRequest, pk: int) -> HttpResponse:
     promotion = get_or_404(selectors.promotion_get, pk=pk)
+    evidence = promotion.evidence or {}
     return render(
         request,
         "deployments/promotion_detail.html",
         {
             "promotion": promotion,
+            # The version's latest load test on staging, as frozen in the evidence.
+            "load_test_evidence": (evidence.get("load_tests") or [None])[0],
             "form": DecisionForm(),
             "can_decide": request.user.has_perm(services.APPROVE_PERMISSION),
             "is_requester": promotion.requested_by_id == request.user.pk,
@@ -566,7 +629,15 @@ def promotion_create(request: HttpRequest) -> HttpResponse:
     version_id = request.POST.get("version") or request.GET.get("version")
     if version_id and str(version_id).isdigit():
         version = ModelVersion.objects.select_related("model").filter(pk=version_id).first()
+    preview = None
     if request.method == "POST" and form.is_valid() and version is not None:
+        if request.POST.get("preview"):
+            preview = _evidence_preview(version, form.cleaned_data["target_endpoint"])
+            return render(
+                request,
+                "deployments/promotion_form.html",
+                {"form": form, "version": version, "preview": preview, "nav_section": "approvals"},
+            )
         try:
             promotion = services.promotion_request_create(
                 actor=request.user,
@@ -580,10 +651,27 @@ def promotion_create(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, "Promotion requested; approvers have been notified.")
             return redirect(promotion)
+    if request.method == "GET" and version is not None:
+        target = form.initial.get("target_endpoint")
+        endpoint = (
+            form.fields["target_endpoint"].queryset.filter(name=target).first() if target else None
+        )
+        if endpoint is not None:
+            preview = _evidence_preview(version, endpoint)
     return render(
         request,
         "deployments/promotion_form.html",
-        {"form": form, "version": version, "nav_section": "approvals"},
+        {"form": form, "version": version, "preview": preview, "nav_section": "approvals"},
+    )
+
+
+def _evidence_preview(version: ModelVersion, endpoint: Endpoint) -> dict[str, Any]:
+    """The evidence a request would freeze now (the service computes it again on send)."""
+    staging = selectors.staging_success(version=version)
+    if staging is None:
+        return {"error": f"{version} has not been deployed successfully to staging yet."}
+    return selectors.promotion_evidence(
+        version=version, staging_deployment=staging, target_endpoint=endpoint
     )
 
 

@@ -11,10 +11,11 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 
 from deployments.backends import backend_for
-from deployments.models import Endpoint, LiveVersionHistory
+from deployments.choices import DeploymentKind, DeploymentState
+from deployments.models import Deployment, Endpoint, LiveVersionHistory
 from portal.errors import NotFound
 
-from .choices import CHARTS, WINDOW_PERIODS, WINDOW_SPANS, ChartSpec, Window
+from .choices import CHARTS, WINDOW_PERIODS, WINDOW_SPANS, ChartSpec, Statistic, Window
 from .models import MetricSample
 from .sources import (
     MetricQuery,
@@ -22,6 +23,7 @@ from .sources import (
     MetricSourceError,
     MetricTarget,
     align,
+    combine,
     merge,
     parse_time,
     rebucket,
@@ -152,6 +154,131 @@ def target_model_choices(*, target: MetricTarget) -> list[str]:
     return sorted(names)
 
 
+@dataclass(frozen=True)
+class ChangeEvent:
+    """A change on an endpoint the charts mark: a deployment, a rollback or a promotion
+    (a production deployment an approver started), at the moment it finished."""
+
+    at: datetime
+    kind: str  # "deploy", "rollback" or "promotion"
+    label: str
+    description: str
+
+
+# Deployments that reached their endpoint (a later rollback or a newer deployment does not
+# undo that they happened).
+_REACHED_STATES = (
+    DeploymentState.SUCCEEDED,
+    DeploymentState.SUPERSEDED,
+    DeploymentState.ROLLED_BACK,
+)
+
+
+def change_events(
+    *, endpoint: Endpoint, start: datetime, end: datetime, target_model: str = ""
+) -> list[ChangeEvent]:
+    """Deployments, rollbacks and promotions that finished on `endpoint` in [start, end),
+    oldest first; on a target model's dashboard only that model's. One query."""
+    deployments = (
+        Deployment.objects.filter(
+            endpoint=endpoint,
+            state__in=_REACHED_STATES,
+            finished_at__gte=start,
+            finished_at__lt=end,
+        )
+        .select_related("version__model", "previous_version")
+        .order_by("finished_at")
+    )
+    events = []
+    for deployment in deployments:
+        version = deployment.version
+        if target_model and target_model != f"{version.model.name}_{version.version}.tar.gz":
+            continue
+        if deployment.kind == DeploymentKind.ROLLBACK:
+            kind, label = "rollback", f"rollback to v{version.version}"
+        elif deployment.promotion_id:
+            kind, label = "promotion", f"promoted v{version.version}"
+        else:
+            kind, label = "deploy", f"v{version.version} deployed"
+        before = deployment.previous_version
+        description = f"{version.model.name}: " + (
+            f"v{before.version} → v{version.version}" if before else f"v{version.version}"
+        )
+        events.append(
+            ChangeEvent(at=deployment.finished_at, kind=kind, label=label, description=description)
+        )
+    return events
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The window in a few figures, above the charts. None: no data for that figure."""
+
+    requests: float | None = None
+    errors_4xx: float | None = None
+    errors_5xx: float | None = None
+    error_rate: float | None = None  # share of requests, 0..1
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    cache_hit_ratio: float | None = None  # 0..1
+    loaded_models: float | None = None
+
+    @property
+    def error_rate_percent(self) -> float | None:
+        return None if self.error_rate is None else self.error_rate * 100
+
+    @property
+    def cache_hit_percent(self) -> float | None:
+        return None if self.cache_hit_ratio is None else self.cache_hit_ratio * 100
+
+
+def headline(charts: Sequence[tuple[ChartSpec, Sequence[MetricSeries]]]) -> Headline:
+    """Figures for the whole window from the charts' own series, each combined by the same
+    rule that coarsens periods (`sources.combine`): counts add up; a percentile keeps its
+    worst period (an upper bound: percentiles cannot be recombined exactly); the cache-hit
+    ratio is weighted by each period's requests when they are known."""
+    found: dict[tuple[str, str], MetricSeries] = {}
+    for chart, series in charts:
+        for line, one in zip(chart.lines, series, strict=True):
+            found.setdefault((line.metric, line.stat), one)
+
+    def total(metric: str, stat: str) -> float | None:
+        one = found.get((metric, stat))
+        return combine(stat, one.values) if one is not None and one.values else None
+
+    requests = total("Invocations", Statistic.SUM)
+    errors_4xx = total("Invocation4XXErrors", Statistic.SUM)
+    errors_5xx = total("Invocation5XXErrors", Statistic.SUM)
+    error_rate = None
+    if requests:
+        error_rate = ((errors_4xx or 0) + (errors_5xx or 0)) / requests
+    p50 = total("ModelLatency", Statistic.P50)
+    p99 = total("ModelLatency", Statistic.P99)
+    cache_hit = None
+    hits = found.get(("ModelCacheHit", Statistic.AVERAGE))
+    if hits is not None and hits.values:
+        weights = dict(found[("Invocations", Statistic.SUM)].points()) if requests else {}
+        weighted = [(value, weights.get(moment, 0.0)) for moment, value in hits.points()]
+        weight = sum(w for _, w in weighted)
+        cache_hit = (
+            sum(v * w for v, w in weighted) / weight
+            if weight
+            else combine(Statistic.AVERAGE, hits.values)
+        )
+    loaded = found.get(("LoadedModelCount", Statistic.MAXIMUM))
+    return Headline(
+        requests=requests,
+        errors_4xx=errors_4xx,
+        errors_5xx=errors_5xx,
+        error_rate=error_rate,
+        latency_p50_ms=p50 / 1000 if p50 is not None else None,
+        latency_p99_ms=p99 / 1000 if p99 is not None else None,
+        cache_hit_ratio=cache_hit,
+        # What is loaded now: the newest period's count.
+        loaded_models=loaded.values[-1] if loaded is not None and loaded.values else None,
+    )
+
+
 @dataclass
 class Dashboard:
     """Everything the dashboard page shows for one endpoint (or one model on it)."""
@@ -169,6 +296,8 @@ class Dashboard:
     error: str = ""
     source_kind: str = ""
     loaded_models: list[dict] = field(default_factory=list)
+    events: list[ChangeEvent] = field(default_factory=list)
+    headline: Headline = field(default_factory=Headline)
 
 
 def dashboard_get(
@@ -207,4 +336,8 @@ def dashboard_get(
     for chart in charts:
         board.charts.append((chart, series[position : position + len(chart.lines)]))
         position += len(chart.lines)
+    board.headline = headline(board.charts)
+    board.events = change_events(
+        endpoint=board.endpoint, start=board.start, end=board.end, target_model=board.target_model
+    )
     return board

@@ -22,7 +22,14 @@ def dashboard(request):
             "key": chart.key,
             "dom_id": f"figure-{chart.key}",
             "title": chart.title,
-            "figure": chart_figure(chart, series, start=board.start, end=board.end),
+            "figure": chart_figure(
+                chart,
+                series,
+                start=board.start,
+                end=board.end,
+                period=board.period,
+                events=board.events,
+            ),
             "has_data": has_data(series),
         }
         for chart, series in board.charts

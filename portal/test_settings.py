@@ -14,3 +14,12 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "berth-tests-" + secrets.token_hex(16
 os.environ.setdefault("BERTH_DATAPLANE_ADMIN_TOKEN", "berth-test-dataplane-admin-token")
 
 from portal.settings import *  # noqa: E402,F401,F403
+
+# Tests render pages without running collectstatic first: static files keep their plain
+# names and are served from the source folders. portal/tests/test_static.py runs the
+# production storage (hashed, compressed) through collectstatic on its own.
+STORAGES = {
+    **STORAGES,  # noqa: F405
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True

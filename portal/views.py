@@ -1,7 +1,8 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import REASON_NO_CSRF_COOKIE
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
@@ -46,3 +47,14 @@ def healthz(request):
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"})
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: the portal's own page, with the navigation and a way on, instead of
+    Django's debugging page (which talks about DEBUG to whoever sees it)."""
+    return render(
+        request,
+        "403_csrf.html",
+        {"reason": reason, "cookies_enabled": reason != REASON_NO_CSRF_COOKIE},
+        status=403,
+    )

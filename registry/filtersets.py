@@ -44,7 +44,7 @@ class RegisteredModelFilterSet(django_filters.FilterSet):
 
 
 class ModelVersionFilterSet(django_filters.FilterSet):
-    status = django_filters.MultipleChoiceFilter(choices=VersionStatus.choices)
+    status = django_filters.MultipleChoiceFilter(choices=VersionStatus.choices, label="Status")
     tag = django_filters.CharFilter(method="filter_tag", label="Tag")
     commit = django_filters.CharFilter(method="filter_commit", label="Commit (prefix)")
     model = django_filters.CharFilter(field_name="model__name", label="Model")

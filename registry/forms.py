@@ -67,7 +67,10 @@ class VersionUploadForm(forms.Form):
     )
     training_job = forms.CharField(required=False, max_length=1024, label="Training job id or URL")
     parent = forms.CharField(
-        required=False, label="Fine-tuned from", help_text="model:version, e.g. iris:3"
+        required=False,
+        label="Fine-tuned from",
+        help_text="model:version, e.g. iris:3; pick one of the suggestions or type it.",
+        widget=forms.TextInput(attrs={"list": "parent-versions", "autocomplete": "off"}),
     )
     metrics = forms.CharField(
         required=False,
@@ -82,6 +85,33 @@ class VersionUploadForm(forms.Form):
         label="Extra test cases",
         help_text="YAML or JSON list in berth.yaml's tests: shape (optional).",
     )
+
+    #: Suggestions the "Fine-tuned from" picker offers; the service checks what is typed.
+    PARENT_SUGGESTIONS = 200
+
+    def __init__(self, *args, model=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model = model
+        # One of "archive" or "uri" is needed; the page marks both and says so.
+        self.required_one_of = ("archive", "uri")
+
+    def parent_suggestions(self) -> list[tuple[str, str]]:
+        """(value, label) of recent versions, this model's first: what a fine-tuned version
+        is most often made from."""
+        from .models import ModelVersion
+
+        versions = ModelVersion.objects.select_related("model").order_by("-registered_at")[
+            : self.PARENT_SUGGESTIONS
+        ]
+        own = self.model.pk if self.model is not None else None
+        ranked = sorted(versions, key=lambda v: v.model_id != own)
+        return [
+            (
+                f"{v.model.name}:{v.version}",
+                f"{v.model.name} v{v.version} ({v.get_status_display()})",
+            )
+            for v in ranked
+        ]
 
     def clean_metrics(self):
         text = self.cleaned_data["metrics"].strip()

@@ -3,12 +3,12 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
-from portal.errors import NotFound, ServiceError
+from portal.choices import Source
+from portal.errors import ServiceError, get_or_404
 
 from . import selectors, services
 from .artifacts import PayloadTooLarge, check_request_size, max_upload_bytes
@@ -30,13 +30,6 @@ def _querystring_without_page(request) -> str:
     return params.urlencode()
 
 
-def _get_or_404(fn, **kwargs):
-    try:
-        return fn(**kwargs)
-    except NotFound as exc:
-        raise Http404(exc.message) from exc
-
-
 @login_required
 def model_list(request):
     form = ModelCreateForm(request.POST) if request.method == "POST" else ModelCreateForm()
@@ -47,7 +40,7 @@ def model_list(request):
                 name=form.cleaned_data["name"],
                 description=form.cleaned_data["description"],
                 tags=form.cleaned_data["tags"],
-                source="browser",
+                source=Source.BROWSER,
             )
         except ServiceError as exc:
             add_service_error(form, exc)
@@ -71,7 +64,7 @@ def model_list(request):
 
 @login_required
 def model_detail(request, name: str):
-    model = _get_or_404(selectors.model_get, name=name)
+    model = get_or_404(selectors.model_get, name=name)
     filterset = ModelVersionFilterSet(
         request.GET or None, queryset=selectors.version_list(model=model)
     )
@@ -89,42 +82,9 @@ def model_detail(request, name: str):
     )
 
 
-S = VersionStatus
-# Per step of the steps bar: the state it runs in, the state it fails in, the states after it.
-STEP_BAR = [
-    ("Registered", None, None, set(S.values) - {S.REGISTERED}),
-    (
-        "Validate",
-        S.VALIDATING,
-        S.INVALID,
-        {S.VALIDATED, S.TESTING, S.TEST_FAILED, S.TESTED, S.PACKAGING, S.PACKAGED},
-    ),
-    ("Test", S.TESTING, S.TEST_FAILED, {S.TESTED, S.PACKAGING, S.PACKAGED}),
-    ("Package", S.PACKAGING, None, {S.PACKAGED}),
-]
-
-
-def _steps(version) -> list[dict]:
-    """The pipeline as the steps bar shows it: done, current, failed or ahead."""
-    steps = []
-    for label, running, failed, after in STEP_BAR:
-        if version.status in after or (
-            running is None and failed is None and label == "Registered"
-        ):
-            state = "done"
-        elif version.status == running:
-            state = "current"
-        elif version.status == failed:
-            state = "failed"
-        else:
-            state = ""
-        steps.append({"label": label, "state": state})
-    return steps
-
-
 @login_required
 def version_detail(request, name: str, version: int):
-    found = _get_or_404(selectors.version_get, name=name, version=version)
+    found = get_or_404(selectors.version_get, name=name, version=version)
     test_results = list(found.test_results.all())
     return render(
         request,
@@ -133,7 +93,7 @@ def version_detail(request, name: str, version: int):
             "nav_section": "registry",
             "model": found.model,
             "version": found,
-            "steps": _steps(found),
+            **selectors.version_pipeline(version=found),
             "graph": selectors.lineage_graph(version=found),
             "history": selectors.version_history(version=found),
             "test_results": test_results,
@@ -154,12 +114,12 @@ def version_detail(request, name: str, version: int):
 def version_status(request, name: str, version: int):
     """The live part of the version page, polled by htmx while a step runs. When the status
     moved on from what the page shows, the whole page reloads to show the step's results."""
-    found = _get_or_404(selectors.version_status_get, name=name, version=version)
+    found = get_or_404(selectors.version_status_get, name=name, version=version)
     shown = request.GET.get("shown")
     response = render(
         request,
         "registry/_version_status.html",
-        {"version": found, "steps": _steps(found), "log": found.progress_log[-50:]},
+        {"version": found, **selectors.version_pipeline(version=found)},
     )
     if shown and shown != found.status and request.headers.get("HX-Request"):
         response["HX-Refresh"] = "true"
@@ -171,7 +131,7 @@ def _upload_refused(request, model, exc: ServiceError):
     return render(
         request,
         "registry/version_upload.html",
-        {"nav_section": "registry", "model": model, "form": VersionUploadForm()},
+        {"nav_section": "registry", "model": model, "form": VersionUploadForm(model=model)},
         status=exc.status_code,
     )
 
@@ -183,7 +143,7 @@ def _upload_refused(request, model, exc: ServiceError):
 @login_required
 @csrf_exempt
 def version_upload(request, name: str):
-    model = _get_or_404(selectors.model_get, name=name)
+    model = get_or_404(selectors.model_get, name=name)
     if request.method == "POST":
         try:
             check_request_size(request)
@@ -207,7 +167,11 @@ def version_upload(request, name: str):
 @csrf_protect
 def _version_upload(request, model):
     posted = request.method == "POST"
-    form = VersionUploadForm(request.POST, request.FILES) if posted else VersionUploadForm()
+    form = (
+        VersionUploadForm(request.POST, request.FILES, model=model)
+        if posted
+        else VersionUploadForm(model=model)
+    )
     if request.method == "POST" and form.is_valid():
         try:
             created = services.version_register(
@@ -218,7 +182,7 @@ def _version_upload(request, model):
                 lineage=form.lineage(),
                 test_cases=form.cleaned_data.get("test_cases"),
                 description=form.cleaned_data.get("description", ""),
-                source="browser",
+                source=Source.BROWSER,
             )
         except services.DuplicateContent as exc:
             add_service_error(form, exc)
@@ -240,9 +204,9 @@ def _version_upload(request, model):
 @login_required
 @require_POST
 def version_retry(request, name: str, version: int):
-    found = _get_or_404(selectors.version_get, name=name, version=version)
+    found = get_or_404(selectors.version_get, name=name, version=version)
     try:
-        services.version_retry(actor=request.user, version=found, source="browser")
+        services.version_retry(actor=request.user, version=found, source=Source.BROWSER)
         messages.success(request, f"{found} queued again.")
     except ServiceError as exc:
         messages.error(request, exc.message)

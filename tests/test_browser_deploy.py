@@ -9,6 +9,7 @@ refused, an approver approves, and production answers."""
 import json
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -97,6 +98,14 @@ def user(name: str, *groups: str):
 def login(chromium, portal, account):
     page = chromium.new_page()
     page.set_default_timeout(30_000)
+    # Risky actions ask once (window.confirm): accept, and keep what was asked.
+    page.dialogs = []
+
+    def accept(dialog):
+        page.dialogs.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", accept)
     page.goto(f"{portal.url}/login/")
     page.fill("input[name=username]", account.username)
     page.fill("input[name=password]", PASSWORD)
@@ -164,6 +173,29 @@ def test_wizard_deploys_to_staging_with_live_progress(chromium, portal, gateway)
         np.ravel(case["expected"]["PROBABILITIES"]["data"]),
         atol=1e-4,
     )
+
+    # How to call it: the curl copied with the page's button answers from the data plane.
+    page.goto(f"{portal.url}/endpoints/local-staging/")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=portal.url)
+    page.click(f"[data-copy-from=curl-{version.pk}]")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied.startswith(f"curl -sS -X POST '{gateway.url}/endpoints/local-staging/")
+    done = subprocess.run(["bash", "-c", copied], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert np.allclose(
+        next(o for o in answer["outputs"] if o["name"] == "PROBABILITIES")["data"],
+        np.ravel(case["expected"]["PROBABILITIES"]["data"]),
+        atol=1e-4,
+    )
+    # And the page's own test request: status, latency, outputs, announced in place.
+    page.click(f"#send-test-{version.pk}")
+    result = page.wait_for_selector(f"#test-result-{version.pk} [data-ok=true]")
+    assert "200" in result.inner_text() and "PROBABILITIES" in result.inner_text()
+    for width in (390, 1280):  # the snippets scroll inside their box, not the page
+        page.set_viewport_size({"width": width, "height": 900})
+        wider = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert wider <= 0, f"endpoint page wider than {width} px by {wider} px"
     page.close()
 
 
@@ -240,9 +272,14 @@ def test_one_click_rollback_with_live_progress(chromium, portal, gateway):
     assert "v2" in page.inner_text("#live")
     page.click("[data-rollback=demo_ensemble]")
     page.wait_for_selector("#progress[data-state=succeeded]", timeout=120_000)
+    assert page.dialogs == [
+        "Roll back demo_ensemble: v2 → v1 on local-staging. Clients asking local-staging for "
+        "demo_ensemble get v1 once the deployment finishes."
+    ]
     assert "is live on local-staging (was v2)" in page.inner_text("#log")
     page.click(".props >> a[href='/endpoints/local-staging/']")
     assert "v1" in page.inner_text("#live")
+    assert page.inner_text("[data-rollback=demo_ensemble]") == "Restore v2"
     assert "rollback" in page.inner_text("#timeline")
     aliases = json.dumps(DataPlaneClient(gateway.url).aliases("local-staging"))
     assert "demo_ensemble_1.tar.gz" in aliases

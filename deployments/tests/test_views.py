@@ -217,3 +217,124 @@ def test_pages_render_and_list_queries_are_fixed(browser, scientist, aws):
     assert browser.get("/endpoints/sm-staging/").status_code == 200
     refused = browser.get("/endpoints/new/")
     assert refused.status_code == 403 and b"Only admins create" in refused.content
+
+
+def _served(endpoint, version, actor, *, kind="deploy", previous=None):
+    """Record `version` as the live one on `endpoint`, as a finished deployment (or
+    rollback) leaves the live pointer and its history; nothing is served (pages only)."""
+    from django.utils import timezone
+
+    from deployments.models import LiveVersion, LiveVersionHistory
+
+    now = timezone.now()
+    deployment = Deployment.objects.create(
+        endpoint=endpoint,
+        model=version.model,
+        version=version,
+        kind=kind,
+        previous_version=previous,
+        state=DeploymentState.SUCCEEDED,
+        created_by=actor,
+        finished_at=now,
+    )
+    LiveVersionHistory.objects.filter(
+        endpoint=endpoint, model=version.model, until__isnull=True
+    ).update(until=now)
+    LiveVersionHistory.objects.create(
+        endpoint=endpoint, model=version.model, version=version, deployment=deployment, since=now
+    )
+    LiveVersion.objects.update_or_create(
+        endpoint=endpoint,
+        model=version.model,
+        defaults={"version": version, "deployment": deployment, "since": now},
+    )
+    return deployment
+
+
+def test_rollback_states_its_consequence_and_the_reverse_restores(browser, scientist):
+    staging = Endpoint.objects.get(name="local-staging")
+    v1 = packaged_version(registered_by=scientist)
+    v2 = packaged_version(model=v1.model)
+    _served(staging, v1, scientist)
+    _served(staging, v2, scientist, previous=v1)
+    page = browser.get("/endpoints/local-staging/").content.decode()
+    assert "Roll back to v1" in page
+    assert 'data-confirm="Roll back demo_ensemble: v2 → v1 on local-staging.' in page
+    assert "Restore" not in page
+
+    _served(staging, v1, scientist, kind="rollback", previous=v2)  # the rollback ran
+    page = browser.get("/endpoints/local-staging/").content.decode()
+    assert "Restore v2" in page and "Roll back to v2" not in page
+    assert 'data-confirm="Restore demo_ensemble: v1 → v2 on local-staging.' in page
+
+
+def test_an_unset_memory_budget_reads_not_set(browser):
+    staging = Endpoint.objects.get(name="local-staging")
+    staging.memory_budget_bytes = None
+    staging.save(update_fields=["memory_budget_bytes"])
+    page = browser.get("/endpoints/local-staging/").content.decode()
+    assert "not set" in page and "0 bytes" not in page
+    staging.memory_budget_bytes = 3 * 1024**3
+    staging.save(update_fields=["memory_budget_bytes"])
+    assert "3.0\xa0GB" in browser.get("/endpoints/local-staging/").content.decode()
+
+
+def test_approve_and_reject_state_their_consequence(client, scientist, approver, aws):
+    requester = user_in("approver", username="req")
+    version = packaged_version(registered_by=requester)
+    staging = _served(Endpoint.objects.get(name="local-staging"), version, requester)
+    promotion = PromotionRequest.objects.create(
+        version=version,
+        target_endpoint=Endpoint.objects.get(name="local-production"),
+        staging_deployment=staging,
+        requested_by=requester,
+        evidence={"replaces": {"version": None}},
+    )
+    client.force_login(approver)
+    page = client.get(f"/approvals/{promotion.pk}/").content.decode()
+    assert (
+        "Approve and deploy: local-production serves demo_ensemble v1; the production "
+        "deployment starts now." in page
+    )
+    assert f"Reject promotion #{promotion.pk}: demo_ensemble v1 does not go to" in page
+    assert page.count("window.confirm") == 2
+
+
+def test_promotion_form_preselects_production_and_previews_the_evidence(
+    browser, scientist, settings
+):
+    settings.BERTH_DATAPLANE_URL = "http://127.0.0.1:9"  # nothing answers: metrics say why
+    version = packaged_version(registered_by=scientist)
+    _served(Endpoint.objects.get(name="local-staging"), version, scientist)
+    assert Endpoint.objects.filter(environment__requires_approval=True).count() == 1
+
+    page = browser.get(f"/approvals/new/?version={version.pk}")
+    assert page.context["form"]["target_endpoint"].value() == "local-production"
+    text = page.content.decode()
+    assert 'id="evidence-preview"' in text and "3/3 passed" in text
+    assert "On local-staging since the staging deploy" in text
+    assert "Metrics unavailable" in text
+
+    fields = {"version": version.pk, "target_endpoint": "local-production", "comment": "ok"}
+    preview = browser.post("/approvals/new/", {**fields, "preview": "1"})
+    assert preview.status_code == 200 and 'id="evidence-preview"' in preview.content.decode()
+    assert not PromotionRequest.objects.exists()  # a preview sends nothing
+
+    sent = browser.post("/approvals/new/", fields)
+    promotion = PromotionRequest.objects.get()
+    assert sent.url == f"/approvals/{promotion.pk}/"
+    metrics = promotion.evidence["staging_metrics"]
+    assert (metrics["endpoint"], metrics["requests"], metrics["scope"]) == (
+        "local-staging",
+        0,
+        "target model",
+    )
+    assert metrics["error"]  # why the figures are empty, kept with the evidence
+
+
+def test_live_progress_is_announced(browser, scientist):
+    version = packaged_version(registered_by=scientist)
+    deployment = _served(Endpoint.objects.get(name="local-staging"), version, scientist)
+    partial = browser.get(f"/deployments/{deployment.pk}/progress/").content.decode()
+    assert partial.count('aria-live="polite"') >= 1
+    assert '<div id="progress"' in partial and 'aria-live="polite">' in partial.split("\n")[1]

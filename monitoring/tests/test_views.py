@@ -55,6 +55,12 @@ def test_sagemaker_endpoint_charts_come_from_cloudwatch(client, user, sagemaker_
                 "Timestamp": minute,
                 "Value": 2500,
             },
+        ],
+    )
+    # SageMaker publishes LoadedModelCount with the instance metrics.
+    cloudwatch.put_metric_data(
+        Namespace="/aws/sagemaker/Endpoints",
+        MetricData=[
             {"MetricName": "LoadedModelCount", "Dimensions": dims, "Timestamp": minute, "Value": 3},
         ],
     )
@@ -65,12 +71,17 @@ def test_sagemaker_endpoint_charts_come_from_cloudwatch(client, user, sagemaker_
     assert response.status_code == 200
     html = response.content.decode()
     sources = re.findall(r'<script[^>]*\bsrc="([^"]+)"', html)
-    assert "/static/vendor/plotly/plotly.min.js" in sources
+    # The basic bundle (scatter traces), not the 4.8 MB full one.
+    assert "/static/vendor/plotly/plotly-basic.min.js" in sources
     assert all(src.startswith("/static/") for src in sources), sources
 
     invocations = figure(response, "invocations")["data"]
-    assert invocations[0]["name"] == "Invocations" and invocations[0]["y"] == [12.0]
-    assert invocations[0]["x"] == [minute.isoformat()]
+    assert invocations[0]["name"] == "Invocations"
+    # A count is drawn over the whole window: the minute with requests, zeros elsewhere.
+    requests = dict(zip(invocations[0]["x"], invocations[0]["y"], strict=True))
+    assert requests[minute.isoformat()] == 12.0
+    assert len(requests) == 60 and sum(requests.values()) == 12.0
+    assert response.context["board"].headline.requests == 12.0
     # The cache-hit ratio is shown as a percentage; loading times in milliseconds.
     assert figure(response, "cache-hit")["data"][0]["y"] == [50.0]
     loading = {trace["name"]: trace["y"] for trace in figure(response, "loading")["data"]}
@@ -131,7 +142,9 @@ def test_local_endpoint_falls_back_to_stored_history_when_the_data_plane_is_down
     assert "did not answer" in board.error
     assert "did not answer" in response.content.decode()
     # 6h is drawn at one-minute points: the ten stored minutes come back as they were.
-    assert figure(response, "invocations")["data"][0]["y"] == [float(n + 1) for n in range(10)]
+    drawn = figure(response, "invocations")["data"][0]
+    stored = {(minute + timedelta(minutes=n)).isoformat(): float(n + 1) for n in range(10)}
+    assert {x: y for x, y in zip(drawn["x"], drawn["y"], strict=True) if y} == stored
     assert "demo_ensemble_1.tar.gz" in board.target_models
 
     response = client.get(
@@ -140,7 +153,8 @@ def test_local_endpoint_falls_back_to_stored_history_when_the_data_plane_is_down
     )
     # The 24h window uses five-minute points: sums add up per period.
     invocations = figure(response, "invocations")["data"][0]["y"]
-    assert invocations == []  # nothing stored for the model's invocations
+    # Nothing stored for the model's invocations: a zero line over the 288 five-minute periods.
+    assert len(invocations) == 288 and not any(invocations)
     latency = {t["name"]: t["y"] for t in figure(response, "latency")["data"]}
     assert latency["ModelLatency p99"] == [1.5]
     # Per-model dashboards leave out the endpoint-wide charts.

@@ -8,6 +8,9 @@ from .base import DEBUG
 from .env import env_str, var_dir
 
 BERTH_DATAPLANE_URL = env_str("BERTH_DATAPLANE_URL", "http://127.0.0.1:8081")
+# The address clients invoke local endpoints at, shown on endpoint pages; empty when clients
+# reach the data plane where the portal does (BERTH_DATAPLANE_URL).
+BERTH_DATAPLANE_PUBLIC_URL = env_str("BERTH_DATAPLANE_PUBLIC_URL", "")
 BERTH_DATAPLANE_STORE = env_str("BERTH_DATAPLANE_STORE", str(var_dir() / "dataplane" / "stores"))
 # The gateway's admin token (its --admin-token / --admin-token-file): the admin API always asks
 # for it. BERTH_DATAPLANE_ADMIN_TOKEN_FILE (a 0600 file; ./scripts/run writes var/) keeps it out
