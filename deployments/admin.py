@@ -6,13 +6,12 @@ services as well (admins only, audited)."""
 import copy
 
 from django import forms
-from django.contrib import admin, messages
-from django.contrib.admin import helpers
+from django.contrib import admin
 from django.forms.models import construct_instance
-from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from portal.admin import decide_selected
 from portal.errors import ServiceError
 
 from . import services
@@ -214,33 +213,25 @@ class EndpointAdmin(ServiceAdminMixin, admin.ModelAdmin):
     def _aws_action(self, request, queryset, service, *, verb: str, action: str, explanation):
         """Ask why on an intermediate page, then call the service per endpoint (it checks
         who may, and writes the audit record)."""
-        if "apply" not in request.POST:
-            return TemplateResponse(
-                request,
-                "admin/deployments/endpoint/aws_action.html",
-                {
-                    **self.admin_site.each_context(request),
-                    "title": f"{verb.capitalize()} SageMaker endpoints",
-                    "opts": self.model._meta,
-                    "queryset": queryset,
-                    "action": action,
-                    "verb": verb,
-                    "explanation": explanation,
-                    "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-                },
-            )
-        reason = request.POST.get("reason", "")[:2000]
-        for endpoint in queryset:
-            try:
-                service(actor=request.user, endpoint=endpoint, reason=reason, source=Source.ADMIN)
-                self.message_user(
-                    request, f"Endpoint {endpoint.name}: {verb} done.", messages.SUCCESS
-                )
-            except ServiceError as exc:
-                self.message_user(
-                    request, f"Endpoint {endpoint.name}: {exc.message}", messages.ERROR
-                )
-        return None
+        return decide_selected(
+            self,
+            request,
+            queryset,
+            verb=verb,
+            action=action,
+            noun="endpoint(s)",
+            decide=lambda endpoint, reason: service(
+                actor=request.user, endpoint=endpoint, reason=reason, source=Source.ADMIN
+            ),
+            describe=lambda endpoint: (
+                f"{endpoint.name}: SageMaker endpoint {endpoint.target_name} in "
+                f"{endpoint.region} ({endpoint.environment}, {endpoint.initial_instance_count} "
+                f"× {endpoint.instance_type})"
+            ),
+            explanation=explanation,
+            reason_field="reason",
+            reason_label="Why (kept in the audit record)",
+        )
 
     @admin.action(description="Recover selected Failed SageMaker endpoints (delete them)")
     def recover_selected(self, request, queryset):
@@ -357,46 +348,27 @@ class PromotionRequestAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
-    def _decide(self, request, queryset, service, verb: str, action: str):
-        """Ask for the comment on an intermediate page, then call the service per request."""
-        if "apply" not in request.POST:
-            return TemplateResponse(
-                request,
-                "admin/deployments/promotionrequest/decide.html",
-                {
-                    **self.admin_site.each_context(request),
-                    "title": f"{verb.capitalize()} promotion requests",
-                    "opts": self.model._meta,
-                    "queryset": queryset,
-                    "action": action,
-                    "verb": verb,
-                    "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-                },
-            )
-        comment = request.POST.get("comment", "")
-        done, refused = 0, []
-        for promotion in queryset:
-            try:
-                service(
-                    actor=request.user, promotion=promotion, comment=comment, source=Source.ADMIN
-                )
-                done += 1
-            except ServiceError as exc:
-                refused.append(f"#{promotion.pk}: {exc.message}")
-        if done:
-            self.message_user(request, f"{done} request(s) {verb}d.", messages.SUCCESS)
-        for message in refused:
-            self.message_user(request, message, messages.ERROR)
-        return None
+    def _decide(self, request, queryset, service, verb: str):
+        return decide_selected(
+            self,
+            request,
+            queryset,
+            verb=verb,
+            action=f"{verb}_selected",
+            noun="request(s)",
+            decide=lambda promotion, comment: service(
+                actor=request.user, promotion=promotion, comment=comment, source=Source.ADMIN
+            ),
+            describe=lambda promotion: (
+                f"#{promotion.pk} {promotion} — requested by {promotion.requested_by}"
+                + (f": “{promotion.comment}”" if promotion.comment else "")
+            ),
+        )
 
     @admin.action(description="Approve selected requests (starts the production deployments)")
     def approve_selected(self, request, queryset):
-        return self._decide(
-            request, queryset, services.promotion_approve, "approve", "approve_selected"
-        )
+        return self._decide(request, queryset, services.promotion_approve, "approve")
 
     @admin.action(description="Reject selected requests")
     def reject_selected(self, request, queryset):
-        return self._decide(
-            request, queryset, services.promotion_reject, "reject", "reject_selected"
-        )
+        return self._decide(request, queryset, services.promotion_reject, "reject")

@@ -4,12 +4,10 @@ through the same services, and so obey the same rules, as the browser and the AP
 
 from __future__ import annotations
 
-from django.contrib import admin, messages
-from django.contrib.admin import helpers
-from django.template.response import TemplateResponse
+from django.contrib import admin
 
+from portal.admin import decide_selected
 from portal.choices import Source
-from portal.errors import ServiceError
 
 from . import services
 from .models import LoadTest, LoadTestStage
@@ -72,47 +70,30 @@ class LoadTestAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    def _decide(self, request, queryset, verb: str, action: str):
-        """Ask for the reason on an intermediate page, then call the service per test."""
-        if "apply" not in request.POST:
-            return TemplateResponse(
-                request,
-                "admin/deployments/promotionrequest/decide.html",
-                {
-                    **self.admin_site.each_context(request),
-                    "title": f"{verb.capitalize()} load tests",
-                    "opts": self.model._meta,
-                    "queryset": queryset,
-                    "action": action,
-                    "verb": verb,
-                    "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-                },
-            )
-        reason = request.POST.get("comment", "")
-        done, refused = 0, []
-        for load_test in queryset:
-            try:
-                if verb == "approve":
-                    services.loadtest_approve(
-                        actor=request.user, load_test=load_test, source=Source.ADMIN
-                    )
-                else:
-                    services.loadtest_reject(
-                        actor=request.user, load_test=load_test, reason=reason, source=Source.ADMIN
-                    )
-                done += 1
-            except ServiceError as exc:
-                refused.append(f"#{load_test.pk}: {exc.message}")
-        if done:
-            self.message_user(request, f"{done} load test(s) {verb}d.", messages.SUCCESS)
-        for message in refused:
-            self.message_user(request, message, messages.ERROR)
-        return None
-
     @admin.action(description="Approve selected load tests (queues them)")
     def approve_selected(self, request, queryset):
-        return self._decide(request, queryset, "approve", "approve_selected")
+        return decide_selected(
+            self,
+            request,
+            queryset,
+            verb="approve",
+            action="approve_selected",
+            noun="load test(s)",
+            decide=lambda load_test, reason: services.loadtest_approve(
+                actor=request.user, load_test=load_test, source=Source.ADMIN
+            ),
+        )
 
     @admin.action(description="Reject selected load tests")
     def reject_selected(self, request, queryset):
-        return self._decide(request, queryset, "reject", "reject_selected")
+        return decide_selected(
+            self,
+            request,
+            queryset,
+            verb="reject",
+            action="reject_selected",
+            noun="load test(s)",
+            decide=lambda load_test, reason: services.loadtest_reject(
+                actor=request.user, load_test=load_test, reason=reason, source=Source.ADMIN
+            ),
+        )

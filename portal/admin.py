@@ -1,9 +1,68 @@
-"""Django admin for project-wide models: the audit trail (read-only) and API tokens."""
+"""Django admin for project-wide models (the audit trail, read-only, and API tokens), and
+the one way admin actions decide several objects with a reason (approve, reject)."""
+
+from collections.abc import Callable
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.template.response import TemplateResponse
 
 from . import services
+from .errors import ServiceError
 from .models import ApiToken, AuditEvent
+
+MAX_REASON = 2000
+
+
+def decide_selected(
+    model_admin: admin.ModelAdmin,
+    request,
+    queryset,
+    *,
+    verb: str,
+    action: str,
+    noun: str,
+    decide: Callable[[object, str], object],
+    describe: Callable[[object], str] = str,
+    explanation: str = "",
+    reason_field: str = "comment",
+    reason_label: str = "Comment",
+):
+    """An admin action that decides each selected object through its service: first an
+    intermediate page (`templates/admin/decide.html`) lists them (`describe`) and asks for
+    the reason, then `decide(obj, reason)` runs per object; what a service refuses is
+    reported per object, the others still go through."""
+    if "apply" not in request.POST:
+        return TemplateResponse(
+            request,
+            "admin/decide.html",
+            {
+                **model_admin.admin_site.each_context(request),
+                "title": f"{verb.capitalize()} {noun}",
+                "opts": model_admin.model._meta,
+                "items": [(obj, describe(obj)) for obj in queryset],
+                "action": action,
+                "verb": verb,
+                "explanation": explanation,
+                "reason_field": reason_field,
+                "reason_label": reason_label,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
+    reason = request.POST.get(reason_field, "")[:MAX_REASON]
+    done, refused = 0, []
+    for obj in queryset:
+        try:
+            decide(obj, reason)
+            done += 1
+        except ServiceError as exc:
+            refused.append(f"#{obj.pk}: {exc.message}")
+    if done:
+        past = verb + ("d" if verb.endswith("e") else "ed")
+        model_admin.message_user(request, f"{done} {noun} {past}.", messages.SUCCESS)
+    for message in refused:
+        model_admin.message_user(request, message, messages.ERROR)
+    return None
 
 
 @admin.register(AuditEvent)

@@ -104,7 +104,7 @@ def test_the_admin_action_asks_why_then_decommissions(client, deployed, platform
     assert b'name="reason"' in form.content
     assert sagemaker_endpoints() == ["sm-staging"]
     done = client.post(url, {**selected, "apply": "1", "reason": "moved to sm-next"}, follow=True)
-    assert b"Endpoint sm-staging: decommission done." in done.content
+    assert b"1 endpoint(s) decommissioned." in done.content
     assert sagemaker_endpoints() == []
     event = AuditEvent.objects.get(action=AuditAction.ENDPOINT_DECOMMISSION)
     assert (event.reason, event.source) == ("moved to sm-next", "admin")
