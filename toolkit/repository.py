@@ -53,6 +53,17 @@ def ensemble_steps(config: Any) -> set[str]:
     return {step.model_name for step in config.ensemble_scheduling.step}
 
 
+def top_level_models(models: Mapping[str, Any]) -> list[str]:
+    """The models no ensemble of the package uses as a step. SageMaker's Triton loads the
+    package's ensemble as the TargetModel, or, with no ensemble, one of these in no defined
+    order: a package with several can only be served there by chance (berth.yaml's
+    `model:` does not reach SageMaker)."""
+    steps: set[str] = set()
+    for config in models.values():
+        steps |= ensemble_steps(config)
+    return [name for name in models if name not in steps]
+
+
 def entry_model(models: Mapping[str, Any], named: Any = None) -> str:
     """The model clients invoke, among `models` ({folder name: parsed ModelConfig, or None
     when its config did not parse}).
@@ -68,10 +79,7 @@ def entry_model(models: Mapping[str, Any], named: Any = None) -> str:
         if not isinstance(named, str) or named not in models:
             raise EntryModelError(named=named, candidates=[], models=names)
         return named
-    steps: set[str] = set()
-    for config in models.values():
-        steps |= ensemble_steps(config)
-    candidates = [name for name in names if name not in steps]
+    candidates = top_level_models(models)
     if len(candidates) != 1:
         raise EntryModelError(candidates=candidates, models=names)
     return candidates[0]

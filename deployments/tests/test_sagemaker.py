@@ -222,3 +222,21 @@ def test_decommissioning_leaves_nothing_that_bills(aws, scientist, platform_admi
     assert LiveVersionHistory.objects.get(endpoint=endpoint).until is not None
     endpoint.refresh_from_db()
     assert endpoint.provisioned_at is None
+
+
+def test_a_package_sagemaker_would_serve_by_chance_is_refused_before_upload(aws, scientist):
+    """Two top-level models and no ensemble: SageMaker's Triton would load one of them in no
+    defined order, so the deployment fails before anything reaches S3 or SageMaker."""
+    endpoint = sagemaker_endpoint()
+    version = packaged_version(registered_by=scientist)
+    version.repository_summary = {"entry_model": "scorer", "top_level_models": ["scorer", "ranker"]}
+    version.save(update_fields=["repository_summary"])
+
+    result = run(services.deployment_start(actor=scientist, endpoint=endpoint, version=version))
+
+    assert result.state == DeploymentState.FAILED
+    assert "one of scorer, ranker in no defined order" in result.error
+    assert "Add an ensemble" in result.error
+    listed = boto3.client("s3", region_name=AWS_REGION).list_objects_v2(Bucket="berth-models")
+    assert listed.get("KeyCount", 0) == 0
+    assert boto3.client("sagemaker", region_name=AWS_REGION).list_models()["Models"] == []

@@ -235,3 +235,32 @@ def test_the_version_page_shows_its_pipeline_through_the_shared_run_partial(brow
     assert 'data-step="package" data-state="pending"' in page
     assert "[test] Loading the ensemble." in page
     assert 'id="run-cancel"' not in page  # the pipeline's runs are not cancelled by hand
+
+
+MODEL_ROW = {"platform": "", "backend": "python", "versions": [1], "inputs": [], "outputs": []}
+
+
+def test_the_version_page_warns_when_sagemaker_would_serve_the_package_by_chance(browser, model):
+    version = ModelVersionFactory(
+        model=model,
+        version=1,
+        status=VersionStatus.PACKAGED,
+        repository_summary={
+            "entry_model": "scorer",
+            "top_level_models": ["scorer", "ranker"],
+            "models": [MODEL_ROW | {"name": "scorer"}, MODEL_ROW | {"name": "ranker"}],
+        },
+    )
+    page = browser.get(version.get_absolute_url()).content.decode()
+    assert 'id="sagemaker-ambiguous"' in page and "scorer, ranker" in page
+    single = ModelVersionFactory(
+        model=model,
+        version=2,
+        status=VersionStatus.PACKAGED,
+        repository_summary={
+            "entry_model": "e",
+            "top_level_models": ["e"],
+            "models": [MODEL_ROW | {"name": "e"}, MODEL_ROW | {"name": "a"}],
+        },
+    )
+    assert 'id="sagemaker-ambiguous"' not in browser.get(single.get_absolute_url()).content.decode()

@@ -17,7 +17,7 @@ from toolkit.limits import (
     resolves_inside,
     tensor_size_problem,
 )
-from toolkit.repository import EntryModelError
+from toolkit.repository import EntryModelError, top_level_models
 from toolkit.repository import entry_model as choose_entry_model
 
 from .problems import Problem
@@ -263,6 +263,11 @@ class _Validator:
         summary = {
             "root": _rel(self.root, self.extracted) if self.root != self.extracted else "",
             "entry_model": entry_model,
+            # More than one: SageMaker would pick one in no defined order (its endpoints
+            # refuse such a package; see deployments.backends.sagemaker).
+            "top_level_models": top_level_models(
+                {name: info.config for name, info in self.models.items()}
+            ),
             "models": [info.as_summary() for info in self.models.values()],
             "steps": [step for info in self.models.values() for step in info.steps],
             "frameworks": sorted({info.kind for info in self.models.values() if info.kind}),

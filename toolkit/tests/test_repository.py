@@ -8,7 +8,13 @@ import pytest
 
 from toolkit.examples import write_demo_repository
 from toolkit.modelconfig import parse_model_config, read_model_config
-from toolkit.repository import EntryModelError, entry_model, model_folders, version_folders
+from toolkit.repository import (
+    EntryModelError,
+    entry_model,
+    model_folders,
+    top_level_models,
+    version_folders,
+)
 
 ENSEMBLE = 'name: "e"\nplatform: "ensemble"\nensemble_scheduling {\n{steps}}\n'
 
@@ -72,3 +78,13 @@ def test_only_ensembles_have_steps_and_unparsed_configs_stand_alone() -> None:
     with pytest.raises(EntryModelError) as info:
         entry_model({"e": ensemble("a"), "a": PYTHON, "broken": None})
     assert info.value.candidates == ["e", "broken"]
+
+
+def test_top_level_models_are_those_no_ensemble_uses() -> None:
+    """What SageMaker would choose among: the ensemble alone, or several standalone models
+    even when berth.yaml names one of them (SageMaker does not read berth.yaml)."""
+    assert top_level_models({"e": ensemble("a", "b"), "a": PYTHON, "b": PYTHON}) == ["e"]
+    configs = {"e": ensemble("a"), "a": PYTHON, "b": PYTHON}
+    assert top_level_models(configs) == ["e", "b"]
+    assert entry_model(configs, "b") == "b"
+    assert top_level_models({"a": PYTHON, "broken": None}) == ["a", "broken"]

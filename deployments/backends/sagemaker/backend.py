@@ -30,7 +30,7 @@ from ..base import (
 from .calls import _already_exists, _describe, _digest, invoke_when_loaded
 from .lifecycle import EndpointLifecycle
 from .registry import ModelRegistryMirror
-from .rules import _check_allowed, _check_choices, _image, split_s3_uri
+from .rules import _check_allowed, _check_choices, _image, package_problems, split_s3_uri
 
 if TYPE_CHECKING:
     from deployments.models import Endpoint
@@ -177,6 +177,9 @@ class SageMakerBackend(ModelRegistryMirror, EndpointLifecycle, EndpointBackend):
             raise DeploymentStepError(f"{version} has no package; deploy a packaged version.")
         _check_allowed(endpoint)
         _check_choices(endpoint)
+        refused = package_problems(version.repository_summary or {})
+        if refused:
+            raise DeploymentStepError(" ".join(refused))
         bucket, prefix = split_s3_uri(endpoint.s3_prefix)
         s3 = self._client(endpoint, "s3")
         self._check_bucket_region(s3, bucket, endpoint)

@@ -126,6 +126,20 @@ def _check_choices(endpoint: Endpoint) -> None:
         raise DeploymentStepError(" ".join(problems))
 
 
+def package_problems(summary: dict) -> list[str]:
+    """What SageMaker's Triton would serve wrong in a package (its validated summary):
+    several top-level models and no ensemble wiring them, of which it loads one in no
+    defined order as the TargetModel."""
+    top = summary.get("top_level_models") or []
+    if len(top) <= 1:
+        return []
+    return [
+        f"SageMaker would serve one of {', '.join(top)} in no defined order: the package has "
+        "several top-level models and no ensemble wiring them (berth.yaml's model: does not "
+        "reach SageMaker). Add an ensemble over them, or register one model per package."
+    ]
+
+
 def _image(endpoint: Endpoint) -> str:
     try:
         return endpoint.image_uri or triton_image_uri(endpoint.region or settings.AWS_REGION)
