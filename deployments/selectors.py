@@ -10,7 +10,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from monitoring.choices import Statistic
@@ -230,15 +230,23 @@ def staging_success(*, version: ModelVersion) -> Deployment | None:
 
 
 def deployable_versions(*, model: RegisteredModel | None = None) -> QuerySet[ModelVersion]:
-    """Versions that passed their tests (tested or packaged); only packaged ones deploy."""
+    """Versions that passed their tests (tested or packaged); only packaged ones deploy.
+    Models with the newest registration first (what a person just trained), each model's
+    versions together, newest first."""
+    latest = (
+        ModelVersion.objects.filter(model=OuterRef("model"))
+        .order_by("-registered_at")
+        .values("registered_at")[:1]
+    )
     queryset = (
         ModelVersion.objects.filter(status__in=[VersionStatus.TESTED, VersionStatus.PACKAGED])
         .select_related("model", "registered_by", "parent__model")
         .annotate(
             tests_passed=Count("test_results", filter=Q(test_results__outcome="passed")),
             tests_total=Count("test_results"),
+            model_latest=Subquery(latest),
         )
-        .order_by("model__name", "-version")
+        .order_by("-model_latest", "model__name", "-version")
     )
     if model is not None:
         queryset = queryset.filter(model=model)

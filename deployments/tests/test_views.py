@@ -10,6 +10,7 @@ from deployments.choices import DeploymentState, PromotionState
 from deployments.models import Deployment, Endpoint, PromotionRequest
 
 from .factories import (
+    RegisteredModelFactory,
     allow,
     environment,
     packaged_version,
@@ -338,3 +339,26 @@ def test_live_progress_is_announced(browser, scientist):
     partial = browser.get(f"/deployments/{deployment.pk}/progress/").content.decode()
     assert partial.count('aria-live="polite"') >= 1
     assert '<div id="progress"' in partial and 'aria-live="polite">' in partial.split("\n")[1]
+
+
+def test_wizard_lists_the_model_trained_last_first(browser, scientist):
+    """Step 1 groups versions by model; the model with the newest registration comes
+    first (what a person just trained), its versions newest first."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from registry.models import ModelVersion
+
+    older = RegisteredModelFactory(name="aardvark")
+    newer = RegisteredModelFactory(name="zebra")
+    for model, number in [(older, 1), (older, 2), (newer, 1)]:
+        packaged_version(model=model, version=number, registered_by=scientist)
+    ModelVersion.objects.filter(model=older).update(
+        registered_at=timezone.now() - timedelta(days=2)
+    )
+    page = browser.get("/deployments/new/1/").content.decode()
+    assert page.index('data-model="zebra"') < page.index('data-model="aardvark"')
+    versions = ModelVersion.objects.filter(model=older).order_by("version")
+    first, second = (f'id="version-{v.pk}"' for v in versions)
+    assert page.index(second) < page.index(first)
