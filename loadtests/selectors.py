@@ -46,13 +46,15 @@ def loadtest_list(*, endpoint=None, version=None) -> QuerySet[LoadTest]:
 
 def loadtest_latest_for_version(*, version, environment) -> LoadTest | None:
     """The version's latest load test on an endpoint of `environment` (staging, for a
-    promotion request), finished or not."""
-    return (
+    promotion request) that finished measuring, so it has a verdict; when none did, its
+    latest of any state. A run cancelled or lost after a result does not hide the result; a
+    later measured one that broke the SLO does replace it."""
+    tests = (
         _base()
         .filter(version=version, endpoint__environment=environment)
         .order_by("-created_at", "-id")
-        .first()
     )
+    return tests.filter(state=LoadTestState.SUCCEEDED).first() or tests.first()
 
 
 def loadtest_passed(load_test: LoadTest | None) -> bool:

@@ -86,9 +86,9 @@ def promotion_request_create(
 
 
 def _load_test_evidence(*, version: ModelVersion, staging, target_endpoint: Endpoint) -> list[dict]:
-    """The version's latest load test on its staging endpoint's environment, for the
-    evidence; refused when the target environment `requires_load_test` and that test did
-    not finish holding its SLO."""
+    """The version's latest measured load test on its staging endpoint's environment (see
+    `loadtest_latest_for_version`), for the evidence; refused when the target environment
+    `requires_load_test` and that test did not hold its SLO."""
     from loadtests import selectors as loadtest_selectors
 
     latest = loadtest_selectors.loadtest_latest_for_version(

@@ -236,3 +236,21 @@ def test_environment_requiring_a_load_test_refuses_promotion_without_a_passing_o
         actor=scientist, version=version, target_endpoint=production
     )
     assert promotion.evidence["load_tests"][0]["passed"]
+
+
+def test_a_later_cancelled_test_does_not_hide_the_measured_result(staging, production, scientist):
+    """Evidence and the gate read the latest test that finished measuring: a run cancelled
+    afterwards says nothing about the SLO."""
+    production.environment.requires_load_test = True
+    production.environment.save()
+    version = live_version(staging)
+    measured = finish(start(scientist, staging), [stage(0, 10, 10, 20)])
+    cancelled = start(scientist, staging)
+    services.loadtest_cancel(actor=scientist, load_test=cancelled)
+    cancelled.refresh_from_db()
+    assert cancelled.state == LoadTestState.CANCELLED
+    promotion = deployment_services.promotion_request_create(
+        actor=scientist, version=version, target_endpoint=production
+    )
+    (evidence,) = promotion.evidence["load_tests"]
+    assert evidence["id"] == measured.pk and evidence["passed"]
