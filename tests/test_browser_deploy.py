@@ -142,24 +142,38 @@ def test_wizard_deploys_to_staging_with_live_progress(chromium, portal, gateway)
 
     page.click("nav >> text=Deployments")
     page.click("text=Deploy a version")
-    page.check(f"#version-{version.pk}")
+    # From here on, the keyboard alone: focus moves as Tab would move it, keys choose.
+
+    def press(selector: str, key: str = "Enter") -> None:
+        page.focus(selector)
+        page.keyboard.press(key)
+
+    press(f"#version-{version.pk}", "Space")
     page.wait_for_selector("#selected-version")  # lineage and test results of the choice
+    assert page.is_checked(f"#version-{version.pk}")
     assert "3" in page.inner_text("#selected-version")
-    page.click("button[name=next]")
+    press("button[name=next]")
 
-    page.check("#endpoint-local-staging")
-    page.click("button[name=next]")
+    page.wait_for_selector("#endpoint-local-staging")
+    press("#endpoint-local-staging", "Space")
+    press("button[name=next]")
+    page.wait_for_selector("input[name=autoscaling_max_instances]")
     assert page.input_value("input[name=autoscaling_max_instances]") == "2"  # prefilled
-    page.fill("input[name=autoscaling_max_instances]", "4")
-    page.click("button[name=back]")
+    page.focus("input[name=autoscaling_max_instances]")
+    page.keyboard.press("Control+A")
+    page.keyboard.type("4")
+    press("button[name=back]")
+    page.wait_for_selector("#endpoint-local-staging")
     assert page.is_checked("#endpoint-local-staging")  # back keeps the choice
-    page.click("button[name=next]")
+    press("button[name=next]")
+    page.wait_for_selector("input[name=autoscaling_max_instances]")
     assert page.input_value("input[name=autoscaling_max_instances]") == "4"  # and the typing
-    page.click("button[name=next]")
+    press("button[name=next]")
 
+    page.wait_for_selector("#changes")
     changes = page.inner_text("#changes")
     assert "Place demo_ensemble_1.tar.gz" in changes and "first live version" in changes
-    page.click("#confirm")
+    press("#confirm")
 
     page.wait_for_selector("#progress[data-state=succeeded]", timeout=120_000)
     assert page.locator("[data-step][data-state=done]").count() == 5
