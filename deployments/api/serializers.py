@@ -11,6 +11,7 @@ from deployments.models import (
     LiveVersionHistory,
     PromotionRequest,
 )
+from deployments.services.endpoints import ENDPOINT_FIELDS
 from portal.api import StrictCharField
 from registry.api.serializers import MAX_VERSION
 from runs.serializers import RunFollowSerializer, RunLogLineSerializer, RunStepSerializer
@@ -62,27 +63,15 @@ class EndpointSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Endpoint
+        # The configured fields as the service lists them, between what identifies the
+        # endpoint and what the portal records about it.
         fields = [
             "name",
             "environment",
             "requires_approval",
             "backend",
-            "description",
-            "target_name",
             "dataplane_endpoint",
-            "memory_budget_bytes",
-            "region",
-            "instance_type",
-            "initial_instance_count",
-            "execution_role_arn",
-            "s3_prefix",
-            "image_uri",
-            "variant_name",
-            "autoscaling_min_instances",
-            "autoscaling_max_instances",
-            "target_invocations_per_instance",
-            "scale_in_cooldown_seconds",
-            "scale_out_cooldown_seconds",
+            *ENDPOINT_FIELDS,
             "provisioned_at",
             "created_by",
             "created_at",
