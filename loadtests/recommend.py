@@ -17,6 +17,9 @@ Rules, written down once:
   full capacity: the least that can hold the peak at all), max = ceil(peak /
   (max_rate_per_instance × safety)) (instances at the target's load, where the policy
   keeps them), both at least 1 and max ≥ min.
+- The recommendation is a lower bound when the stage it rests on is the highest rate the test
+  offered: nothing above it was measured, so the endpoint may hold more (a find-max test that
+  reached its ceiling with every stage held, or stairs that all held).
 - find-max keeps raising the rate while a stage holds and throughput still rises:
   it stops when a stage breaks the SLO, or achieved < THROUGHPUT_RATIO (95%) of offered,
   or achieved is not above the previous stage's by RISE_RATIO (5%).
@@ -129,6 +132,8 @@ def recommend(
         "target_invocations_per_instance": target_invocations_per_instance(rate, safety_factor),
         "formula": "target = max sustainable req/s per instance × safety factor × 60",
         "peak_rps": peak_rps,
+        "lower_bound": float(best["offered_rps"])
+        >= max(float(s.get("offered_rps") or 0) for s in stages),
         "min_instances": None,
         "max_instances": None,
     }

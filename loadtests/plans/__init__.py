@@ -382,6 +382,13 @@ class LoadTestPlan(Plan):
                 f"{recommendation['target_invocations_per_instance']} invocations per instance "
                 f"per minute at safety factor {recommendation['safety_factor']:g}."
             )
+            if recommendation["lower_bound"]:
+                ctx.log(
+                    "Every stage up to the highest rate offered held: the endpoint may hold "
+                    "more, so this rate is a lower bound. Test again with a higher maximum "
+                    "rate to find its limit.",
+                    level="warning",
+                )
         else:
             ctx.log("No stage held the SLO: no recommendation.", level="warning")
         return {"verdict": verdict, "recommendation": bool(recommendation)}

@@ -69,3 +69,10 @@ def test_verdict_all_stages_for_stairs_any_for_find_max():
 def test_instances_never_below_one_and_max_at_least_min():
     assert recommend.instances_for_peak(1, 100, 0.5) == (1, 1)
     assert recommend.instances_for_peak(100, 100, 1.0) == (1, 1)
+
+
+def test_a_rate_that_held_at_the_highest_stage_offered_is_a_lower_bound():
+    all_held = [stage(0, 10, 10, 20), stage(1, 20, 20, 40)]
+    assert recommend.recommend(all_held, slo=SLO, safety_factor=0.5)["lower_bound"] is True
+    last_broke = [*all_held, stage(2, 40, 40, 150)]
+    assert recommend.recommend(last_broke, slo=SLO, safety_factor=0.5)["lower_bound"] is False

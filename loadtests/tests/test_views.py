@@ -422,6 +422,15 @@ def test_finished_page_shows_stages_charts_and_recommendation(browser, staging, 
     assert "min 5, max 10 for a peak of 50 req/s" in html
     assert 'id="apply"' in html and "target 100 → 300" in html
     assert page.context["load_test"].verdict == Verdict.FAILED  # stage 3 broke the SLO
+    assert 'id="rec-lower-bound"' not in html
+
+
+def test_a_recommendation_from_the_highest_stage_offered_says_it_is_a_lower_bound(
+    browser, staging, version, scientist
+):
+    load_test = finish(start(scientist, staging), [(5, 5, 20), (10, 10, 60)])
+    html = browser.get(f"/loadtests/{load_test.pk}/").content.decode()
+    assert 'id="rec-lower-bound"' in html and "the endpoint may hold more" in html
 
 
 def test_recommendation_recomputes_for_a_typed_safety_factor_and_peak(
