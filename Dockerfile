@@ -30,7 +30,8 @@ COPY loadtests ./loadtests
 COPY loadgen ./loadgen
 COPY dataplane ./dataplane
 COPY toolkit ./toolkit
-RUN pip install .
+# The Triton binary's wheel goes in without its Python dependencies (scripts/bootstrap says why).
+RUN pip install . && pip install --no-deps nvidia-pytriton==0.7.0
 # Templates, static files and manage.py live next to the packages, not inside them; the
 # code runs from /app (PYTHONPATH) so Django finds them.
 COPY manage.py ./

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -39,10 +40,18 @@ DEFAULT_PYTHON_BACKEND_THREADS = 4
 
 
 def tritonserver_dist() -> Path:
-    """The `pytriton/tritonserver` folder of the installed nvidia-pytriton wheel."""
-    import pytriton
+    """The `pytriton/tritonserver` folder of the installed nvidia-pytriton wheel.
 
-    return Path(pytriton.__file__).resolve().parent / "tritonserver"
+    Found without importing `pytriton`: the wheel is installed without its Python
+    dependencies (scripts/bootstrap), so its own modules may not import.
+    """
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise TritonStartError(
+            "Triton is not installed: pip install --no-deps nvidia-pytriton==0.7.0 "
+            "(scripts/bootstrap does)"
+        )
+    return Path(next(iter(spec.submodule_search_locations))).resolve() / "tritonserver"
 
 
 def tritonserver_binary() -> Path:
