@@ -6,9 +6,12 @@ names a package (`TargetModel`); when the package is not loaded it is fetched fr
 endpoint's store, unpacked and loaded, then the request is answered; models that have
 not been used for the longest time are unloaded when memory runs short.
 
-Several endpoints share one Triton process; each has its own store and memory budget,
-and every package is loaded under its own name prefix so that two versions (or two
-endpoints holding the same version) never collide in Triton's repository.
+Several endpoints share one Triton process; each has its own store and memory budget.
+Every package is installed into a folder of its own under the serving repository and loaded
+as SageMaker's Triton loads it (through its SageMaker frontend, with model namespacing: the
+ensemble, or lone model, mapped to a served name, its steps loaded as dependencies, nothing
+else of the package), under a served name made of the endpoint and the package, so two
+versions (or two endpoints holding the same version) never collide.
 """
 
 from __future__ import annotations
@@ -49,9 +52,8 @@ from dataplane.metrics import (
 from dataplane.staging import (
     DEFAULT_NICENESS,
     StagingPool,
-    install_served_models,
+    install_package_folder,
     read_memory,
-    remove_served_folders,
     remove_tree,
     stage_package,
 )
@@ -137,8 +139,13 @@ class LoadedModel:
     """A package loaded into Triton for one endpoint."""
 
     target_model: str
+    # The name the package is loaded under: its entry model's name in Triton.
     served_name: str
+    # Triton's names of the package's models that differ from the package's own names (the
+    # entry model's; its steps keep their own names, namespaced by the package folder).
     served_names: list[str]
+    # What starts every name the gateway chose for the package (`Endpoint.prefix`): its
+    # served name, which is also its folder's name.
     prefix: str
     rss_bytes: int
     gpu_bytes: int
@@ -148,8 +155,10 @@ class LoadedModel:
     in_flight: int = 0
     invocations: int = 0
     infer_path: str = ""
-    # The package's own name for the model clients invoke (served_name without the prefix).
+    # The package's own name for the model clients invoke (the ensemble or lone model).
     model_name: str = ""
+    # The package folder Triton registered as its repository (`<serving root>/<served name>`).
+    folder: Path | None = None
 
     def footprint(self, gpu: bool) -> int:
         return self.gpu_bytes if gpu else self.rss_bytes
@@ -275,10 +284,17 @@ class Endpoint:
             return sum(values) // len(values)
         return 0
 
-    def prefix(self, target: str) -> str:
+    def served_name(self, target: str) -> str:
+        """The name `target` is loaded under on this endpoint: a Triton model name, a URL
+        path segment and a folder name at once, unique per (endpoint, package)."""
         stem = _UNSAFE_NAME_CHARS.sub("_", package_stem(target))[:48].strip("_") or "model"
-        digest = hashlib.sha1(f"{self.name}/{target}".encode()).hexdigest()[:8]
-        return f"{stem}-{digest}--"
+        digest = hashlib.sha1(f"{self.name}/{target}".encode()).hexdigest()[:12]
+        return f"{stem}-{digest}"
+
+    def prefix(self, target: str) -> str:
+        """What starts every name the gateway chooses for `target` (its served name, its
+        folder's): the served name itself, since the package's models keep their names."""
+        return self.served_name(target)
 
     # -- aliases --------------------------------------------------------------------------
 
@@ -521,10 +537,11 @@ class Gateway:
         generation = await supervisor.wait_ready(self.settings.load_timeout)
         started = time.perf_counter()
         work = self.work_dir / uuid.uuid4().hex
-        prefix = endpoint.prefix(target)
+        served = endpoint.served_name(target)
+        folder = self.repository / served
         staging = self.staging
         try:
-            source, entry = await staging.run(
+            source, _ = await staging.run(
                 stage_package,
                 endpoint.store_location,
                 endpoint.name,
@@ -538,29 +555,30 @@ class Gateway:
             async with supervisor.repository_lock:
                 if supervisor.generation != generation:
                     raise service_unavailable("Triton restarted while loading; retry.")
-                names = await staging.run(
-                    install_served_models, source, self.repository, prefix, self.gpu, target
-                )
+                entry = await staging.run(install_package_folder, source, folder, self.gpu, target)
                 downloading_us = (time.perf_counter() - started) * 1e6
-                served = names[entry]
                 await self._make_room(endpoint, endpoint.estimate(target), keep=target)
                 loading_started = time.perf_counter()
                 before = await staging.run(read_memory, supervisor.pid)
-                ok, reason = await supervisor.load(served, self.settings.load_timeout)
-                if not ok and is_out_of_memory(reason):
+                ok, reason, oom = await supervisor.load(
+                    served, self.settings.load_timeout, folder=folder
+                )
+                if not ok and (oom or is_out_of_memory(reason)):
                     # SageMaker's answer to an out-of-memory load: free memory, try once more.
                     log.warning("out of memory loading %s; evicting and retrying", target)
                     await self._make_room(endpoint, endpoint.budget_bytes + 1, keep=target)
                     before = await staging.run(read_memory, supervisor.pid)
-                    ok, reason = await supervisor.load(served, self.settings.load_timeout)
-                    if not ok and is_out_of_memory(reason):
-                        await self._discard(served, list(names.values()), prefix)
+                    ok, reason, oom = await supervisor.load(
+                        served, self.settings.load_timeout, folder=folder
+                    )
+                    if not ok and (oom or is_out_of_memory(reason)):
+                        await self._discard(served, folder)
                         raise insufficient_memory(
                             f"Not enough memory to load {target} on endpoint "
                             f"{endpoint.name}: {reason}"
                         )
                 if not ok:
-                    await self._discard(served, list(names.values()), prefix)
+                    await self._discard(served, folder)
                     raise model_error(
                         500, f"Failed to load model {target}: {reason}", model_name=target
                     )
@@ -571,8 +589,8 @@ class Gateway:
                 model = LoadedModel(
                     target_model=target,
                     served_name=served,
-                    served_names=list(names.values()),
-                    prefix=prefix,
+                    served_names=[served],
+                    prefix=endpoint.prefix(target),
                     rss_bytes=max(after.rss_bytes - before.rss_bytes, 0),
                     gpu_bytes=max(after.gpu_bytes - before.gpu_bytes, 0),
                     loaded_at=time.time(),
@@ -580,6 +598,7 @@ class Gateway:
                     last_used=time.time(),
                     infer_path=f"/v2/models/{served}/infer",
                     model_name=entry,
+                    folder=folder,
                 )
                 endpoint.known_footprints[target] = model.footprint(self.gpu)
                 endpoint.loaded[target] = model
@@ -602,11 +621,11 @@ class Gateway:
         )
         return LoadOutcome(model, False, 0.0, downloading_us, loading_us)
 
-    async def _discard(self, served: str, served_names: list[str], prefix: str) -> None:
-        """Forget a failed load: ask Triton to unload what it may hold, remove the folders."""
+    async def _discard(self, served: str, folder: Path) -> None:
+        """Forget a failed load: ask Triton to unload what it may hold, remove the folder."""
         with contextlib.suppress(UpstreamError):
-            await self.supervisor.unload(served, served_names, timeout=30.0)
-        await self.staging.run(remove_served_folders, self.repository, prefix)
+            await self.supervisor.unload(served, timeout=30.0)
+        await self.staging.run(remove_tree, folder)
 
     # -- memory ---------------------------------------------------------------------------
 
@@ -631,11 +650,11 @@ class Gateway:
         started = time.perf_counter()
         if model.generation == self.supervisor.generation:
             try:
-                await self.supervisor.unload(model.served_name, model.served_names, timeout=120.0)
+                await self.supervisor.unload(model.served_name, timeout=120.0)
             except UpstreamError as exc:
                 log.warning("unloading %s failed: %s", model.served_name, exc)
         unloading_us = (time.perf_counter() - started) * 1e6
-        await self.staging.run(remove_served_folders, self.repository, model.prefix)
+        await self.staging.run(remove_tree, model.folder or self.repository / model.served_name)
         for dims in (endpoint.dimensions, endpoint.admit_model(self.metrics, model.target_model)):
             self.metrics.record("ModelUnloadingTime", dims, unloading_us)
         log.info(

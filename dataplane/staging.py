@@ -38,7 +38,7 @@ from toolkit.archive import ArchiveLimits, UnsafeArchive, safe_extract, sha256_f
 from toolkit.modelconfig import ConfigError, read_model_config
 from toolkit.repository import EntryModelError, model_folders
 from toolkit.repository import entry_model as choose_entry_model
-from toolkit.shim import prepare_repository
+from toolkit.shim import install_package
 
 log = logging.getLogger(__name__)
 
@@ -182,28 +182,16 @@ def stage_package(
     return repository, entry_model(repository, target)
 
 
-def install_served_models(
-    source: Path, repository: Path, prefix: str, gpu: bool, target: str
-) -> dict[str, str]:
-    """Replace the served folders under `prefix` with the models of `source` (shimmed,
-    renamed); {original model name: served model name}."""
-    remove_served_folders(repository, prefix)
+def install_package_folder(source: Path, folder: Path, gpu: bool, target: str) -> str:
+    """Make `folder` the package folder of `source` (`toolkit.shim.install_package`: its
+    models shimmed, under their own names); the model Triton will map its load name to."""
     try:
-        return prepare_repository(source, repository, prefix=prefix, gpu=gpu)
+        return install_package(source, folder, gpu=gpu)
     except (ConfigError, ValueError, OSError) as exc:
         raise validation_error(
             f"Model data for {target} is not a usable Triton repository: {exc}",
             error_code="InvalidModelData",
         ) from exc
-
-
-def remove_served_folders(repository: Path, prefix: str) -> None:
-    """Remove the serving repository's folders of one package (all named `<prefix>...`)."""
-    if not repository.exists():
-        return
-    for folder in repository.iterdir():
-        if folder.name.startswith(prefix):
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def remove_tree(path: Path) -> None:
@@ -235,26 +223,22 @@ def entry_model(repository: Path, target: str) -> str:
                 f"berth.yaml of {target} does not parse: {exc}", error_code="InvalidModelData"
             ) from exc
         named = spec.get("model") if isinstance(spec, dict) else None
+    # Parsed even when berth.yaml names the model: the name must be the model SageMaker's
+    # Triton maps, which the configs decide.
     configs: dict[str, Any] = {}
-    if named is None:
-        for name, folder in folders.items():
-            try:
-                configs[name] = read_model_config(folder / "config.pbtxt")
-            except ConfigError as exc:
-                raise validation_error(
-                    f"{folder.name}/config.pbtxt of {target}: {exc}",
-                    error_code="InvalidModelData",
-                ) from exc
-    else:
-        configs = dict.fromkeys(folders)
+    for name, folder in folders.items():
+        try:
+            configs[name] = read_model_config(folder / "config.pbtxt")
+        except ConfigError as exc:
+            raise validation_error(
+                f"{folder.name}/config.pbtxt of {target}: {exc}",
+                error_code="InvalidModelData",
+            ) from exc
     try:
         return choose_entry_model(configs, named)
     except EntryModelError as exc:
         if exc.unknown:
             message = f"berth.yaml of {target} names model {named!r}, which the package lacks."
         else:
-            message = (
-                f"Cannot tell which model of {target} to invoke "
-                f"({', '.join(exc.candidates) or 'none'}); name it with `model:` in berth.yaml."
-            )
+            message = f"Cannot tell which model of {target} to invoke: {exc}."
         raise validation_error(message, error_code="InvalidModelData") from exc

@@ -1,8 +1,9 @@
 """The gateway's Triton process: started, watched, restarted, and called over async HTTP.
 
-Triton runs in explicit model-control mode on its own repository folder. A watchdog
-notices when the process dies; the supervisor then starts a fresh one on the same folder
-and bumps its `generation`, so that everything loaded into the old process is known to
+Triton runs in explicit model-control mode on its own repository folder, and packages load
+through its SageMaker frontend as SageMaker's Triton loads them (`toolkit.triton.packages`).
+A watchdog notices when the process dies; the supervisor then starts a fresh one on the same
+folder and bumps its `generation`, so that everything loaded into the old process is known to
 be gone and is loaded again on demand.
 """
 
@@ -11,17 +12,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
-
-from tritonclient.grpc import aio as grpc_aio
-from tritonclient.utils import InferenceServerException
+from typing import NamedTuple
 
 from dataplane.upstream import UpstreamError, UpstreamPool, UpstreamResponse
-from toolkit.triton import TritonServer
+from toolkit.triton import TritonError, TritonLoadError, TritonServer
 
 log = logging.getLogger(__name__)
+
+
+class LoadResult(NamedTuple):
+    """How a package load went: `reason` is Triton's when not `ok`; `out_of_memory` when the
+    SageMaker frontend answered 507 (the gateway also reads the reason's text)."""
+
+    ok: bool
+    reason: str = ""
+    out_of_memory: bool = False
 
 
 class TritonSupervisor:
@@ -44,10 +51,9 @@ class TritonSupervisor:
         self.generation = 0
         self.restarts = 0
         self.pool: UpstreamPool | None = None
-        # Repository calls (load, unload, index) go over gRPC: Triton's HTTP frontend blocks
-        # the thread that carries a load call, and every inference connection that thread
-        # serves would wait for the whole load.
-        self.control: grpc_aio.InferenceServerClient | None = None
+        # Loads and unloads go to the SageMaker frontend, not the KServe HTTP one that
+        # serves inference: Triton blocks the frontend thread that carries a load call, and
+        # every inference connection that thread serves would wait for the whole load.
         self.repository_lock = asyncio.Lock()
         self._server: TritonServer | None = None
         self._ready = asyncio.Event()
@@ -75,9 +81,6 @@ class TritonSupervisor:
             self.pool.close()
         # Triton runs sandboxed without a network: its frontends are Unix sockets.
         self.pool = UpstreamPool("localhost", 80, unix_path=str(server.process.http_socket))
-        if self.control is not None:
-            await self.control.close()
-        self.control = grpc_aio.InferenceServerClient(server.process.grpc_url)
         self.generation += 1
         self._ready.set()
         log.info(
@@ -95,8 +98,6 @@ class TritonSupervisor:
             self._restarting.cancel()
         if self.pool is not None:
             self.pool.close()
-        if self.control is not None:
-            await self.control.close()
         if self._server is not None:
             await asyncio.to_thread(self._server.stop)
 
@@ -173,57 +174,49 @@ class TritonSupervisor:
                 self.restart()
             raise
 
-    def _control(self) -> grpc_aio.InferenceServerClient:
-        if self.control is None or not self._ready.is_set():
+    def _serving(self) -> TritonServer:
+        if self._server is None or not self._ready.is_set():
             raise UpstreamError("Triton is restarting", sent=False)
-        return self.control
+        return self._server
 
-    def _gone(self, exc: InferenceServerException) -> UpstreamError | None:
-        """The error to raise when a repository call failed because Triton is gone."""
+    def _gone(self, exc: Exception) -> UpstreamError | None:
+        """The error to raise when a call failed because Triton is gone."""
         if self.alive:
             return None
         if not self._stopping:
             self.restart()
-        return UpstreamError(f"Triton stopped: {exc.message()}", sent=True)
+        return UpstreamError(f"Triton stopped: {exc}", sent=True)
 
-    async def load(self, served_name: str, timeout: float) -> tuple[bool, str]:
-        """Load a model (and, for an ensemble, its steps); (ok, Triton's reason when not ok)."""
-        control = self._control()
+    async def load(self, served_name: str, timeout: float, *, folder: Path) -> LoadResult:
+        """Load the package in `folder` (`toolkit.shim.install_package`) as `served_name`,
+        with the model Triton maps to it (and, for an ensemble, its steps)."""
+        server = self._serving()
+        for attempt in range(2):
+            try:
+                await asyncio.to_thread(server.load_package, folder, served_name, timeout=timeout)
+            except TritonLoadError as exc:
+                gone = self._gone(exc)
+                if gone is not None:
+                    raise gone from exc
+                if exc.status == 409 and attempt == 0:
+                    # Served names are the gateway's own and it loads none it holds: a name
+                    # Triton has already is left over from a load that outlived its timeout.
+                    log.warning("%s is loaded from an earlier load; unloading it", served_name)
+                    await self.unload(served_name, timeout)
+                    continue
+                return LoadResult(False, exc.reason, exc.out_of_memory)
+            break
+        return LoadResult(True)
+
+    async def unload(self, served_name: str, timeout: float) -> None:
+        """Unload a package with its dependents and wait until Triton has let go of it (its
+        stub processes, and their memory, gone)."""
+        server = self._serving()
         try:
-            await control.load_model(served_name, client_timeout=timeout)
-        except InferenceServerException as exc:
+            await asyncio.to_thread(server.unload_package, served_name, timeout=timeout)
+        except TritonError as exc:
             gone = self._gone(exc)
-            if gone is not None:
-                raise gone from exc
-            return False, exc.message() or str(exc)
-        return True, ""
-
-    async def unload(self, served_name: str, served_names: list[str], timeout: float) -> None:
-        """Unload a model with its dependents and wait until Triton has let go of all of them.
-
-        Triton answers the unload call once the unload is under way; the Python stub processes
-        (and their memory) are gone only when the index shows the models unavailable.
-        """
-        control = self._control()
-        deadline = time.monotonic() + timeout
-        wanted = set(served_names)
-        try:
-            await control.unload_model(served_name, unload_dependents=True, client_timeout=timeout)
-            while time.monotonic() < deadline:
-                index = await control.get_model_repository_index(
-                    as_json=True, client_timeout=timeout
-                )
-                busy = [
-                    entry
-                    for entry in index.get("models", [])
-                    if entry.get("name") in wanted and entry.get("state") in ("READY", "UNLOADING")
-                ]
-                if not busy:
-                    return
-                await asyncio.sleep(0.01)
-        except InferenceServerException as exc:
-            gone = self._gone(exc)
-            raise gone or UpstreamError(f"unload failed: {exc.message()}", sent=True) from exc
+            raise gone or UpstreamError(f"unload failed: {exc}", sent=True) from exc
 
 
 def error_text(response: UpstreamResponse) -> str:

@@ -8,7 +8,10 @@ run of that step (started when the version waits for it); the requeue message ru
 engine's sweep. Each takes an id and calls one function; steps are idempotent, so a message
 delivered twice (acks_late after a lost worker) does no harm."""
 
+import sys
+
 from celery import shared_task
+from celery.signals import worker_process_shutdown, worker_shutdown
 
 from runs.services import runs_sweep
 
@@ -43,3 +46,13 @@ def version_requeue_stuck() -> list[int]:
 @shared_task(name="registry.tasks.artifact_sweep")
 def artifact_sweep() -> list[str]:
     return services.artifact_sweep()
+
+
+@worker_process_shutdown.connect  # a prefork pool's child process
+@worker_shutdown.connect  # the worker itself (the solo and threads pools run tasks in it)
+def stop_test_server(**kwargs) -> None:
+    """A worker process ending stops the tritonserver its test steps kept warm (none when
+    this process never ran one: the module was never imported)."""
+    triton_run = sys.modules.get("registry.triton_run")
+    if triton_run is not None:
+        triton_run.stop_test_server()

@@ -11,6 +11,10 @@ a serving repository and rewrites what this Triton cannot run as is:
 - with a prefix, every model folder becomes `<prefix><name>` and ensemble steps follow, so
   several packages (or versions of one) share one Triton repository without name clashes.
 
+`install_package` prepares a package the way SageMaker's Triton serves it instead: its models
+under their own names in a folder of its own, which Triton registers as a repository of its
+own and loads through its SageMaker frontend (`toolkit.triton.packages`).
+
 The converted models' `model.py` is a copy of `toolkit/shim_models/runtime_model.py`, a real
 module; what it runs (runtime, model file) is written into the config's parameters.
 
@@ -27,7 +31,7 @@ from pathlib import Path
 
 from toolkit.limits import model_filename_problem, resolves_inside
 from toolkit.modelconfig import format_model_config, model_config_pb2, read_model_config
-from toolkit.repository import model_folders, version_folders
+from toolkit.repository import CONFIG_FILE, entry_model, model_folders, version_folders
 from toolkit.shim_models import RUNTIME_MODEL
 
 ONNX_PLATFORMS = {"onnxruntime_onnx"}
@@ -211,3 +215,35 @@ def prepare_repository(
                 os.rename(final, retired)
             os.rename(staging / served, final)
     return names
+
+
+def install_package(source: Path, folder: Path, *, gpu: bool) -> str:
+    """Prepare the package repository `source` as `folder`, a package folder to load with
+    `TritonServer.load_package`: its models shimmed as `prepare_repository` does, under
+    their own names, and nothing else (SageMaker's Triton counts every folder in it).
+
+    Returns the model SageMaker's Triton maps the load name to (the package's ensemble, or
+    its lone model: `toolkit.repository.entry_model`); raises `EntryModelError` when there
+    is none, `ConfigError` or `ValueError` for a model it cannot prepare. A `folder` already
+    there is replaced whole; `source` is never modified.
+    """
+    source = Path(source)
+    folder = Path(folder)
+    configs = {p.name: read_model_config(p / CONFIG_FILE) for p in model_folders(source)}
+    entry = entry_model(configs)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Built beside its final place and renamed in: Triton never sees half a package.
+    staging = Path(tempfile.mkdtemp(prefix=f".installing-{folder.name}-", dir=folder.parent))
+    try:
+        prepare_repository(source, staging, gpu=gpu)
+        # mkdtemp made it 0700; a sandboxed Triton runs as another uid and must read it.
+        os.chmod(staging, 0o755)
+        if folder.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".retired-{folder.name}-", dir=folder.parent))
+            os.rename(folder, retired / folder.name)
+            shutil.rmtree(retired, ignore_errors=True)
+        os.rename(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return entry

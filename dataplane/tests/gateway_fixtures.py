@@ -79,6 +79,70 @@ def failing_package(store: Path, model: str, version: int | str, message: str) -
     return package
 
 
+def bls_sibling_package(store: Path, model: str, version: int | str) -> str:
+    """Publish `<model>_<version>.tar.gz`: an ensemble `model` whose one step (`caller`) asks
+    a sibling model of the package (`adder`, no step of the ensemble) through BLS by its
+    plain name, as a package written for one shared repository would."""
+    package = f"{model}_{version}.tar.gz"
+    io = """
+        input [ { name: "INPUT" data_type: TYPE_FP32 dims: [ 4 ] } ]
+        output [ { name: "OUTPUT" data_type: TYPE_FP32 dims: [ 4 ] } ]
+    """
+    python = 'backend: "python"\ninstance_group [ { kind: KIND_CPU count: 1 } ]'
+    step = """
+        step [ {
+          model_name: "caller" model_version: -1
+          input_map { key: "INPUT" value: "INPUT" } output_map { key: "OUTPUT" value: "OUTPUT" }
+        } ]
+    """
+    caller = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "INPUT")
+            answer = pb_utils.InferenceRequest(
+                model_name="adder", requested_output_names=["OUTPUT"], inputs=[x]
+            ).exec()
+            if answer.has_error():
+                raise pb_utils.TritonModelException(answer.error().message())
+            y = pb_utils.get_output_tensor_by_name(answer, "OUTPUT")
+            responses.append(pb_utils.InferenceResponse([y]))
+        return responses
+"""
+    adder = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [
+            pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT", (x + 1).astype(np.float32))])
+            for x in (pb_utils.get_input_tensor_by_name(r, "INPUT").as_numpy() for r in requests)
+        ]
+"""
+    with tempfile.TemporaryDirectory(prefix="berth-pkg-") as tmp:
+        repo = Path(tmp) / "repo"
+        files = {
+            f"{model}/config.pbtxt": f'name: "{model}"\nplatform: "ensemble"\nmax_batch_size: 8'
+            f"\n{io}\nensemble_scheduling {{ {step} }}\n",
+            "caller/config.pbtxt": f'name: "caller"\nmax_batch_size: 8\n{python}\n{io}',
+            "caller/1/model.py": caller,
+            "adder/config.pbtxt": f'name: "adder"\nmax_batch_size: 8\n{python}\n{io}',
+            "adder/1/model.py": adder,
+        }
+        for name, text in files.items():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            (repo / name).write_text(text, encoding="utf-8")
+        (repo / model / "1").mkdir()
+        publish(store, package, repo)
+    return package
+
+
 def infer_body(values: list[float], name: str = "INPUT") -> bytes:
     """A KServe v2 JSON request with one FP32 [1, 4] tensor."""
     return json.dumps(
@@ -184,8 +248,9 @@ class GatewayProcess:
         return (self.state_dir / "triton.log").read_text(encoding="utf-8", errors="replace")
 
     def triton_loads(self, served_prefix: str) -> int:
-        """How many times Triton started loading a model whose name begins with the prefix."""
-        pattern = re.compile(r'\] "?loading: ' + re.escape(served_prefix) + r"[^:\s]*:\d+")
+        """How many times Triton started loading a package whose served name begins with the
+        prefix (namespaced, Triton logs `loading: <package folder>::<name>:<version>`)."""
+        pattern = re.compile(r'\] "?loading: [^\s]*::' + re.escape(served_prefix) + r"[^:\s]*:\d+")
         return len(pattern.findall(self.triton_log()))
 
     # -- HTTP -----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from botocore.config import Config
 from dataplane.tests.gateway_fixtures import (
     TARGET_HEADER,
     GatewayProcess,
+    bls_sibling_package,
     failing_package,
     infer_body,
     python_package,
@@ -48,10 +49,9 @@ def output(data: dict) -> list[float]:
     return data["outputs"][0]["data"]
 
 
-def served_prefix(gw: GatewayProcess, endpoint: str, target: str) -> str:
+def served_name(gw: GatewayProcess, endpoint: str, target: str) -> str:
     models = gw.get(f"/admin/endpoints/{endpoint}/models")[1]["models"]
-    served = next(m["served_model"] for m in models if m["target_model"] == target)
-    return served.split("--")[0] + "--"
+    return next(m["served_model"] for m in models if m["target_model"] == target)
 
 
 def test_ping_and_status(gw: GatewayProcess) -> None:
@@ -130,7 +130,7 @@ def test_simultaneous_cold_requests_cause_exactly_one_load(gw: GatewayProcess) -
     results = asyncio.run(_burst(gw, "main", package, 32))
     assert [status for status, _ in results] == [200] * 32
     assert all(output(data) == [5.0, 10.0, 15.0, 20.0] for _, data in results)
-    assert gw.triton_loads(served_prefix(gw, "main", package)) == 1
+    assert gw.triton_loads(served_name(gw, "main", package)) == 1
     assert gw.metric("main", "ModelLoadingTime", "SampleCount", package) == 1
     assert gw.metric("main", "ModelCacheHit", "SampleCount", package) == 32
     assert gw.metric("main", "ModelCacheHit", "Sum", package) == 0
@@ -312,6 +312,45 @@ def test_out_of_memory_while_loading_evicts_idle_models_then_answers_507(
     # One retry after evicting: two loads of the package in Triton.
     prefix = "hungry_1-"
     assert gw.triton_loads(prefix) == 2
+
+
+def test_two_versions_answer_side_by_side_and_one_version_on_two_endpoints(
+    gw: GatewayProcess,
+) -> None:
+    # Both versions hold a model named "twin": each package loads into a folder of its own.
+    first = python_package(gw.store("main"), "twin", 1, scale=2.0)
+    second = python_package(gw.store("main"), "twin", 2, scale=3.0)
+    again = python_package(gw.store("small"), "twin", 1, scale=2.0)
+    for _ in range(2):
+        for endpoint, package, expected in (
+            ("main", first, [2.0, 4.0, 6.0, 8.0]),
+            ("main", second, [3.0, 6.0, 9.0, 12.0]),
+            ("small", again, [2.0, 4.0, 6.0, 8.0]),
+        ):
+            status, _, data = gw.invoke(endpoint, package, infer_body(X))
+            assert (status, output(data), data["model_name"]) == (200, expected, "twin")
+    assert {first, second} <= set(gw.loaded("main"))
+    assert again in gw.loaded("small")
+    served = {served_name(gw, "main", first), served_name(gw, "main", second)}
+    served.add(served_name(gw, "small", again))
+    assert len(served) == 3
+    # Each is its own folder under the serving repository, registered with Triton as such.
+    repository = gw.state_dir / "repository"
+    assert all((repository / name / "twin" / "config.pbtxt").is_file() for name in served)
+    assert all(gw.triton_loads(name) == 1 for name in served)
+
+
+def test_a_bls_call_to_a_sibling_by_plain_name_fails_as_on_sagemaker(gw: GatewayProcess) -> None:
+    package = bls_sibling_package(gw.store("main"), "sibling", 1)
+    status, _, data = gw.invoke("main", package, infer_body(X))
+    # The ensemble loaded (its step with it); the sibling is no step, so it never loaded.
+    assert (status, data["ErrorCode"], data["OriginalStatusCode"]) == (424, "ModelError", 400)
+    assert "Model 'adder' is not ready" in data["OriginalMessage"], data
+    assert package in gw.loaded("main")
+    log = gw.triton_log()
+    served = served_name(gw, "main", package)
+    assert f"::{served}:1" in log and "::caller:1" in log
+    assert "::adder:" not in log
 
 
 def test_admin_api_creates_lists_and_unloads(gw: GatewayProcess, tmp_path: Path) -> None:

@@ -92,7 +92,9 @@ def _package(root, *models: str, berth_yaml: str | None = None):
 @pytest.mark.parametrize(
     ("models", "berth_yaml", "message"),
     [
-        (("a", "b"), None, r"Cannot tell which model of t_1\.tar\.gz to invoke \(a, b\)"),
+        (("a", "b"), None, r"Cannot tell which model of t_1\.tar\.gz to invoke: .*\(a, b\)"),
+        # berth.yaml's model: does not reach SageMaker: it cannot pick among them.
+        (("a", "b"), "model: b\n", r"to invoke: several models \(a, b\) and no ensemble"),
         (("a",), "model: b\n", r"names model 'b', which the package lacks"),
         # An empty name is refused as registration refuses it, not read as "no name".
         (("a",), 'model: ""\n', r"names model '', which the package lacks"),
@@ -116,5 +118,5 @@ def test_the_entry_model_is_named_or_the_one_model_no_ensemble_uses(tmp_path) ->
     from toolkit.examples import write_demo_repository
 
     assert entry_model(write_demo_repository(tmp_path / "demo"), "d_1.tar.gz") == "demo_ensemble"
-    named = _package(tmp_path / "named", "a", "b", berth_yaml="model: b\n")
-    assert entry_model(named, "n_1.tar.gz") == "b"
+    named = _package(tmp_path / "named", "a", berth_yaml="model: a\n")
+    assert entry_model(named, "n_1.tar.gz") == "a"

@@ -10,5 +10,8 @@ BERTH_VERSION_STUCK_SECONDS = env_int("BERTH_VERSION_STUCK_SECONDS", 900)
 BERTH_VERSION_MAX_ATTEMPTS = env_int("BERTH_VERSION_MAX_ATTEMPTS", 3)
 BERTH_TRITON_START_TIMEOUT = env_int("BERTH_TRITON_START_TIMEOUT", 120)
 BERTH_TRITON_LOAD_TIMEOUT = env_int("BERTH_TRITON_LOAD_TIMEOUT", 300)
+# The test step keeps one tritonserver per worker process between runs; it stops after this
+# many idle seconds, so an idle worker holds no Triton (0: stop it after every run).
+BERTH_TRITON_IDLE_TIMEOUT = env_int("BERTH_TRITON_IDLE_TIMEOUT", 300)
 # Run the test step's Python models as KIND_GPU (on a machine with a GPU).
 BERTH_TRITON_GPU = env_bool("BERTH_TRITON_GPU", False)

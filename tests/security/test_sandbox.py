@@ -114,7 +114,11 @@ def probe():
         "gid": os.getgid(),
         "environ": dict(os.environ),
         "read": {{name: outcome(lambda p=p: read(p)) for name, p in TARGETS["read"].items()}},
-        "write": {{name: outcome(lambda p=p: write(p)) for name, p in TARGETS["write"].items()}},
+        "write": {{
+            **{{name: outcome(lambda p=p: write(p)) for name, p in TARGETS["write"].items()}},
+            # Its own served folder, wherever the launcher put the package.
+            "own_model_folder": outcome(lambda: write(os.path.dirname(os.path.abspath(__file__)))),
+        }},
         "connect": {{
             name: outcome(lambda p=p: connect(p)) for name, p in TARGETS["connect"].items()
         }},
@@ -246,6 +250,8 @@ def assert_contained(report: dict, host: dict[str, Path]) -> None:
         if name != "scratch" and not r.startswith("denied:")
     }
     assert not written, f"model code wrote outside its scratch space: {written}"
+    # Refused because the folder is read-only, not because it is missing.
+    assert report["write"]["own_model_folder"] in ("denied:EROFS", "denied:EACCES"), report["write"]
     # Its own scratch works, and is its own: nothing lands in the host's /tmp.
     assert report["write"]["scratch"].startswith("ok:")
     assert not Path("/tmp/probe-was-here").exists()

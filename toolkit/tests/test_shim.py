@@ -11,8 +11,8 @@ from tritonclient.grpc import model_config_pb2
 
 from toolkit.examples import write_demo_repository, write_onnx_model_repository
 from toolkit.modelconfig import read_model_config
-from toolkit.repository import model_folders
-from toolkit.shim import PARAM_MODEL_FILENAME, PARAM_RUNTIME, prepare_repository
+from toolkit.repository import EntryModelError, model_folders
+from toolkit.shim import PARAM_MODEL_FILENAME, PARAM_RUNTIME, install_package, prepare_repository
 from toolkit.shim_models import RUNTIME_MODEL
 
 KIND_CPU = model_config_pb2.ModelInstanceGroup.KIND_CPU
@@ -165,3 +165,44 @@ def test_the_runtime_module_imports_nothing_of_the_project() -> None:
         "onnxruntime",
         "torch",
     }
+
+
+def test_install_package_makes_a_folder_of_the_models_under_their_own_names(
+    demo_repository: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "serving" / "demo-0123"
+    assert install_package(demo_repository, folder, gpu=False) == "demo_ensemble"
+    # Only the model folders: SageMaker's Triton counts every folder in the package's.
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "demo_classifier",
+        "demo_ensemble",
+        "demo_preprocess",
+    ]
+    classifier = read_model_config(folder / "demo_classifier" / "config.pbtxt")
+    assert (classifier.name, classifier.backend) == ("demo_classifier", "python")
+    steps = read_model_config(folder / "demo_ensemble" / "config.pbtxt").ensemble_scheduling.step
+    assert {step.model_name for step in steps} == {"demo_preprocess", "demo_classifier"}
+    # A sandboxed Triton runs as another uid: it must be able to read the folder.
+    assert folder.stat().st_mode & 0o005 == 0o005
+    # Nothing is left beside it.
+    assert [p.name for p in folder.parent.iterdir()] == ["demo-0123"]
+
+
+def test_install_package_maps_a_lone_model_and_replaces_the_folder_whole(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "serving" / "pkg"
+    install_package(write_demo_repository(tmp_path / "demo"), folder, gpu=False)
+    lone = write_onnx_model_repository(tmp_path / "lone", "lone_classifier")
+    assert install_package(lone, folder, gpu=True) == "lone_classifier"
+    assert [p.name for p in folder.iterdir()] == ["lone_classifier"]
+    assert [p.name for p in folder.parent.iterdir()] == ["pkg"]
+
+
+def test_install_package_refuses_a_package_sagemaker_could_not_map(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    write_onnx_model_repository(source, "first")
+    write_onnx_model_repository(source, "second")
+    with pytest.raises(EntryModelError):
+        install_package(source, tmp_path / "serving" / "pkg", gpu=False)
+    assert not (tmp_path / "serving" / "pkg").exists()

@@ -4,13 +4,21 @@
   environment and sandbox one run gets;
 - `process`: `TritonProcess`, the process itself (launch, readiness, stop, its stubs);
 - `client`: `TritonServer`, a `TritonProcess` with a synchronous KServe v2 client;
+- `packages`: loading a package as SageMaker's Triton does, through its SageMaker frontend
+  (reached through `relay` in the sandbox);
 - `errors`, `stubs`, `serverlog`, `unixhttp`: what those share.
 
 The names most callers need are importable from here.
 """
 
 from toolkit.triton.client import DEFAULT_LOAD_TIMEOUT, TritonServer, triton_error_message
-from toolkit.triton.errors import TritonError, TritonInferError, TritonLoadError, TritonStartError
+from toolkit.triton.errors import (
+    TritonError,
+    TritonInferError,
+    TritonLoadError,
+    TritonOutOfMemory,
+    TritonStartError,
+)
 from toolkit.triton.install import (
     DEFAULT_PYTHON_BACKEND_THREADS,
     STUB_NAME,
@@ -31,6 +39,7 @@ __all__ = [
     "TritonError",
     "TritonInferError",
     "TritonLoadError",
+    "TritonOutOfMemory",
     "TritonProcess",
     "TritonServer",
     "TritonStartError",

@@ -18,24 +18,18 @@ import numpy as np
 
 from toolkit.codec import decode_response, encode_request
 from toolkit.sandbox import SandboxPolicy
-from toolkit.triton.errors import TritonError, TritonInferError, TritonLoadError
+from toolkit.triton.errors import (
+    TritonError,
+    TritonInferError,
+    TritonLoadError,
+    triton_error_message,
+)
+from toolkit.triton.packages import load_package, loaded_packages, unload_package
 from toolkit.triton.process import DEFAULT_START_TIMEOUT, TritonProcess
 from toolkit.triton.stubs import StubProcess
 from toolkit.triton.unixhttp import unix_request
 
 DEFAULT_LOAD_TIMEOUT = 180.0
-
-
-def triton_error_message(body: bytes) -> str:
-    """The message of a Triton error answer ({"error": "..."}), or the raw text."""
-    text = body.decode("utf-8", "replace")
-    try:
-        payload = json.loads(text)
-    except ValueError:
-        return text.strip()
-    if isinstance(payload, dict) and "error" in payload:
-        return str(payload["error"])
-    return text.strip()
 
 
 class TritonServer:
@@ -182,6 +176,24 @@ class TritonServer:
                     break
                 time.sleep(0.05)
         return time.perf_counter() - started
+
+    def load_package(
+        self, folder: Path, name: str, *, timeout: float = DEFAULT_LOAD_TIMEOUT
+    ) -> None:
+        """Load the package in `folder` (`toolkit.shim.install_package`'s, a folder inside
+        this server's repository) as SageMaker's Triton does, under `name` (the model Triton
+        maps it to answers at /v2/models/<name>). Raises `TritonLoadError` with
+        Triton's reason (`TritonOutOfMemory` when it ran out of memory); see
+        `toolkit.triton.packages`."""
+        load_package(self.process, folder, name, timeout=timeout)
+
+    def unload_package(self, name: str, *, timeout: float = 60.0) -> None:
+        """Unload the package loaded as `name` and wait until Triton has let go of it."""
+        unload_package(self.process, name, timeout=timeout)
+
+    def loaded_packages(self) -> dict[str, Path]:
+        """{name: folder} of the packages loaded through `load_package` and ready."""
+        return loaded_packages(self.process)
 
     def repository_index(self) -> list[dict[str, Any]]:
         """Triton's repository index: [{"name", "version", "state", "reason"}, ...]."""

@@ -37,6 +37,11 @@ STUB_NAME = "triton_python_backend_stub"
 # wait on the memory-map lock). At 4: 235 threads, 3 GB, 2 to 4 ms. An instance still runs
 # four BLS calls at once; BERTH_TRITON_PYTHON_THREADS raises it for models that need more.
 DEFAULT_PYTHON_BACKEND_THREADS = 4
+# The SageMaker frontend's port inside the sandbox (its own network namespace: any port is
+# free there); SageMaker's containers use 8080.
+SAGEMAKER_PORT = 8080
+# The relay's Unix socket, in the sandbox's socket folder.
+SAGEMAKER_SOCKET = "sagemaker.sock"
 
 
 def tritonserver_dist() -> Path:
@@ -180,14 +185,22 @@ def server_arguments(
     socket_dir: str,
     shm_prefix: str,
     gpu: bool,
+    sagemaker_port: int = SAGEMAKER_PORT,
     log_verbose: int = 0,
 ) -> list[str]:
     """The tritonserver command line for `repository`, its frontends on Unix sockets in
-    `socket_dir` (as Triton sees it)."""
+    `socket_dir` (as Triton sees it), and SageMaker's on `sagemaker_port`.
+
+    Packages load as SageMaker's Triton loads them: through the SageMaker frontend's
+    `POST /models`, each package folder registered as a model repository of its own, with
+    namespacing so that two packages may hold models of the same name (see
+    `toolkit.triton.packages`).
+    """
     args = [
         str(tritonserver_binary()),
         f"--model-repository={repository}",
         "--model-control-mode=explicit",
+        "--model-namespacing=true",
         f"--backend-directory={backends}",
         # Unix sockets: the sandbox has no network to listen on, and nothing but the
         # launching process (which created the runtime folder) can reach them.
@@ -197,7 +210,10 @@ def server_arguments(
         "--allow-metrics=true",
         f"--metrics-address=unix:{socket_dir}/metrics.sock",
         f"--allow-gpu-metrics={'true' if gpu else 'false'}",
-        "--allow-sagemaker=false",
+        # The frontend binds 0.0.0.0 (it has no address option): in the sandbox's network
+        # namespace only the relay (toolkit.triton.relay) reaches it.
+        "--allow-sagemaker=true",
+        f"--sagemaker-port={sagemaker_port}",
         "--allow-vertex-ai=false",
         "--exit-on-error=false",
         "--strict-readiness=false",
@@ -215,6 +231,29 @@ def server_arguments(
         # No pinned or device memory pools on a CPU-only server.
         args += ["--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0"]
     return args
+
+
+def with_relay(command: list[str], *, socket_dir: str, sagemaker_port: int) -> list[str]:
+    """`command` (tritonserver's) preceded by the relay to its SageMaker frontend, both in
+    the sandbox: a shell starts the relay in the background, then becomes tritonserver
+    (`exec`), so Triton stays the sandbox's main process and the relay ends with it.
+
+    The relay runs from its source text (`python -I -c`): the project folder is not in the
+    sandbox, and the interpreter's own standard library is all it needs.
+    """
+    relay = (Path(__file__).parent / "relay.py").read_text(encoding="utf-8")
+    script = '"$1" -I -c "$2" "$3" "$4" & shift 4; exec "$@"'
+    return [
+        "/bin/sh",
+        "-c",
+        script,
+        "berth-triton",
+        sys.executable,
+        relay,
+        f"{socket_dir}/{SAGEMAKER_SOCKET}",
+        str(sagemaker_port),
+        *command,
+    ]
 
 
 def server_environment(*, gpu: bool) -> dict[str, str]:

@@ -4,9 +4,11 @@
 Model code is user code, so Triton runs sandboxed (no network, no portal secret, a
 read-only view of little more than the model repository, an unprivileged uid, rlimits);
 its HTTP, gRPC and metrics frontends listen on Unix sockets in the sandbox's own tmpfs,
-which this process reaches through `/proc/<tritonserver pid>/root`. `TritonProcess` has no
-client logic, so an asyncio gateway can drive it with its own HTTP client;
-`toolkit.triton.client.TritonServer` adds a synchronous one.
+which this process reaches through `/proc/<tritonserver pid>/root`. Its SageMaker frontend,
+which loads packages, listens on a port of the sandbox's own loopback; a relay started in
+the sandbox (`toolkit.triton.relay`) passes it connections from a Unix socket beside them.
+`TritonProcess` has no client logic, so an asyncio gateway can drive it with its own HTTP
+client; `toolkit.triton.client.TritonServer` adds a synchronous one.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from toolkit.sandbox import (
 )
 from toolkit.triton.errors import TritonError, TritonStartError
 from toolkit.triton.install import (
+    SAGEMAKER_PORT,
+    SAGEMAKER_SOCKET,
     check_model_environment,
     default_state_dir,
     die_with_parent_hook,
@@ -45,10 +49,11 @@ from toolkit.triton.install import (
     server_environment,
     server_sandbox,
     tritonserver_binary,
+    with_relay,
 )
 from toolkit.triton.serverlog import ServerLog
 from toolkit.triton.stubs import StubProcess, process_tree, stub_processes, tree_rss
-from toolkit.triton.unixhttp import unix_request
+from toolkit.triton.unixhttp import Address, free_port, unix_request
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +99,9 @@ class TritonProcess:
         self.runtime_dir: Path | None = None
         self.shm_prefix = ""
         self.started_at: float | None = None
+        # In the sandbox's own network namespace any port is free; outside it, one is picked
+        # at each launch.
+        self.sagemaker_port = SAGEMAKER_PORT
 
     # -- addresses ------------------------------------------------------------------------------
 
@@ -125,6 +133,14 @@ class TritonProcess:
     @property
     def metrics_socket(self) -> Path:
         return self._socket("metrics.sock")
+
+    @property
+    def sagemaker_address(self) -> Address:
+        """Where this process reaches the SageMaker frontend: the relay's Unix socket in the
+        sandbox, or the frontend's own port on the loopback when unsandboxed."""
+        if not self.sandboxed:
+            return ("127.0.0.1", self.sagemaker_port)
+        return self._socket(SAGEMAKER_SOCKET)
 
     @property
     def http_url(self) -> str:
@@ -170,6 +186,7 @@ class TritonProcess:
             socket_dir=self._socket_dir_inside,
             shm_prefix=self.shm_prefix,
             gpu=self.gpu,
+            sagemaker_port=self.sagemaker_port,
             log_verbose=self.log_verbose,
         )
         return args + self.extra_args
@@ -192,6 +209,9 @@ class TritonProcess:
         command = self.command()
         if not self.sandboxed:
             return command
+        command = with_relay(
+            command, socket_dir=self._socket_dir_inside, sagemaker_port=self.sagemaker_port
+        )
         try:
             return self.sandbox().wrap(command)
         except SandboxError as exc:
@@ -223,10 +243,13 @@ class TritonProcess:
             # Triton would keep running without a repository and never become live.
             raise TritonStartError(f"model repository {self.repository} is not a folder")
         if not self.sandboxed:
+            self.sagemaker_port = free_port()
             log.warning(
                 "model code runs UNSANDBOXED (%s or sandbox=False): it can read and write "
-                "whatever this user can",
+                "whatever this user can, and Triton's SageMaker frontend (which loads any "
+                "folder as a model repository) listens on port %d of ALL interfaces",
                 UNSAFE_OPT_OUT,
+                self.sagemaker_port,
             )
         self._prepare_runtime_dir()
         self.shm_prefix = f"berth{os.getpid()}_{secrets.token_hex(4)}_"
@@ -290,6 +313,18 @@ class TritonProcess:
             return False
         try:
             status, _ = unix_request(self.http_socket, "GET", "/v2/health/live", timeout=timeout)
+        except OSError:
+            return False
+        return status == 200 and self.sagemaker_live(timeout)
+
+    def sagemaker_live(self, timeout: float = 2.0) -> bool:
+        """The SageMaker frontend (through the relay, in the sandbox) answers its `/ping`:
+        Triton starts it after the HTTP frontend, and packages load through it."""
+        address = self.sagemaker_address
+        if not isinstance(address, tuple) and not address.exists():
+            return False
+        try:
+            status, _ = unix_request(address, "GET", "/ping", timeout=timeout)
         except OSError:
             return False
         return status == 200

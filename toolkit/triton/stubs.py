@@ -73,3 +73,17 @@ def _stub_model(cmdline: list[str], repository: Path) -> tuple[str, str]:
             model = path.parts[-3]
     instance = cmdline[8] if len(cmdline) > 8 else ""
     return model, instance
+
+
+def stubs_under(processes: list[psutil.Process], folder: Path) -> list[int]:
+    """The stubs among `processes` serving a model of `folder` (a package's repository):
+    a stub's first argument is its model's `<model dir>/<version>/model.py`."""
+    pids = []
+    for proc in processes:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            cmdline = proc.cmdline()
+            if len(cmdline) > 1 and cmdline[0].endswith(STUB_NAME):
+                with contextlib.suppress(ValueError):
+                    Path(cmdline[1]).relative_to(folder)
+                    pids.append(proc.pid)
+    return pids

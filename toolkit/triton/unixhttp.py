@@ -27,18 +27,31 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+# Where an HTTP server listens: a Unix socket's path, or (host, port).
+Address = str | Path | tuple[str, int]
+
+
 def unix_request(
-    path: str | Path,
+    path: Address,
     method: str,
     target: str,
     body: bytes | None = None,
     headers: Mapping[str, str] | None = None,
     timeout: float = 60.0,
 ) -> tuple[int, bytes]:
-    """One HTTP request over the Unix socket at `path`: (status, body). Raises OSError."""
-    conn = UnixHTTPConnection(path, timeout=timeout)
+    """One HTTP request to `path` (a Unix socket; or (host, port), as the unsandboxed
+    SageMaker frontend listens): (status, body). Raises OSError."""
+    if isinstance(path, tuple):
+        conn: http.client.HTTPConnection = http.client.HTTPConnection(
+            path[0], path[1], timeout=timeout
+        )
+    else:
+        conn = UnixHTTPConnection(path, timeout=timeout)
     try:
-        conn.request(method, target, body=body, headers=dict(headers or {}))
+        # One request per connection, and Triton told so: a connection it keeps open (through
+        # the SageMaker relay, which holds its side until Triton closes) makes every stop
+        # wait for it ("Found 1 HTTP service connections").
+        conn.request(method, target, body=body, headers={"Connection": "close", **(headers or {})})
         response = conn.getresponse()
         return response.status, response.read()
     except http.client.HTTPException as exc:
