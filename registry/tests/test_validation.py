@@ -195,22 +195,298 @@ def test_execution_env_path_inside_the_archive(tmp_path):
     )
 
 
-def test_entry_model_must_be_named_when_several_models_stand_alone(tmp_path):
-    write_demo_repository(tmp_path)
-    (tmp_path / "berth.yaml").unlink()
+PYTHON_MODEL = """
+    backend: "python"
+    input [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]
+    output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]
+    """
+
+
+@pytest.fixture
+def pkg(tmp_path: Path) -> Path:
+    """Where a test writes its package (tmp_path also holds the registry's folders)."""
+    return tmp_path / "pkg"
+
+
+def python_models(*names: str) -> dict[str, str]:
+    files = {}
+    for name in names:
+        files[f"{name}/config.pbtxt"] = PYTHON_MODEL
+        files[f"{name}/1/model.py"] = "class TritonPythonModel: pass\n"
+    return files
+
+
+def test_several_models_and_no_ensemble_are_refused_even_when_named(pkg):
+    """SageMaker's Triton maps one of them in no defined order; berth.yaml does not reach it."""
+    write(pkg, {**python_models("scorer", "ranker"), "berth.yaml": "model: scorer\n"})
+    report = validate_repository(pkg)
+    [problem] = report.problems
+    assert problem.file == ""
+    assert problem.message.startswith("Several models (ranker, scorer) and no ensemble")
+    assert "in no defined order" in problem.message
+    assert "one ensemble that wires the models" in problem.message
+    assert "one model per package" in problem.message
+    assert report.summary["entry_model"] is None
+    assert report.summary["top_level_models"] == ["ranker", "scorer"]
+
+
+def test_several_ensembles_are_refused(pkg):
+    write_demo_repository(pkg)
+    (pkg / "berth.yaml").unlink()
+    ensemble = (pkg / "demo_ensemble" / "config.pbtxt").read_text()
+    ensemble = ensemble.replace('name: "demo_ensemble"', 'name: "second"')
+    write(pkg, {"second/config.pbtxt": ensemble, "second/1/.keep": ""})
+    report = validate_repository(pkg)
+    [problem] = report.problems
+    assert problem.message.startswith("Several ensembles (demo_ensemble, second)")
+    assert "no defined order" in problem.message
+    assert "one ensemble per package" in problem.message
+    assert report.summary["top_level_models"] == ["demo_ensemble", "second"]
+
+
+def test_berth_yaml_must_name_the_model_sagemaker_serves(pkg):
+    write_demo_repository(pkg)
+    berth = pkg / "berth.yaml"
+    berth.write_text(berth.read_text().replace("model: demo_ensemble", "model: demo_classifier"))
+    found = [p for p in validate_repository(pkg).problems if p.file == "berth.yaml"]
+    assert found[0].line == 1
+    assert found[0].message == (
+        "model: names 'demo_classifier', but SageMaker's Triton serves 'demo_ensemble' for this "
+        "package (its ensemble), and berth.yaml does not reach SageMaker. Name 'demo_ensemble', "
+        "or leave model: out."
+    )
+
+
+def test_an_extra_model_beside_the_ensemble_is_allowed_and_not_loaded(pkg):
+    write_demo_repository(pkg)
+    write(pkg, python_models("spare"))
+    report = validate_repository(pkg)
+    assert report.ok, messages(report)
+    assert report.summary["entry_model"] == "demo_ensemble"
+    assert report.summary["top_level_models"] == ["demo_ensemble"]
+    assert report.summary["loaded_models"] == [
+        "demo_ensemble",
+        "demo_preprocess",
+        "demo_classifier",
+    ]
+
+
+def test_a_test_case_calling_a_model_that_does_not_load_is_refused(pkg):
+    write_demo_repository(pkg)
+    write(pkg, python_models("spare"))
+    spare_case = {
+        "name": "spare",
+        "model": "spare",
+        "inputs": {"X": {"datatype": "FP32", "shape": [1], "data": [1]}},
+    }
+    step_case = {
+        "name": "step",
+        "model": "demo_classifier",
+        "inputs": {"FEATURES": {"datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}},
+    }
+    report = validate_repository(pkg, extra_test_cases=[spare_case, step_case])
+    [problem] = report.problems
+    assert problem.file == "test cases given at registration"
+    assert problem.message == (
+        "Test case 'spare': model 'spare' is not loaded when this package serves: SageMaker's "
+        "Triton loads 'demo_ensemble' and its ensemble's steps (demo_preprocess, "
+        "demo_classifier) and nothing else of the package. Call one of those."
+    )
+
+
+def test_a_lone_model_and_another_top_level_folder_are_refused(pkg):
+    """With no ensemble, SageMaker's Triton maps any top-level folder, model or not."""
+    write(pkg, {**python_models("scorer"), "docs/README.md": "notes\n"})
+    report = validate_repository(pkg)
+    [problem] = report.problems
+    assert problem.file == "docs"
+    assert "docs/ is a folder at the package's top level but not a model" in problem.message
+    assert "no defined order" in problem.message
+    # Beside an ensemble, SageMaker maps the ensemble: other folders do not matter.
+    write_demo_repository(pkg.parent / "with_ensemble")
+    write(pkg.parent / "with_ensemble", {"docs/README.md": "notes\n"})
+    assert validate_repository(pkg.parent / "with_ensemble").ok
+
+
+@pytest.mark.parametrize(
+    ("platform_line", "problem"),
+    [
+        ('platform : "ensemble"', "would not see this one"),
+        ("platform: 'ensemble'", "would not see this one"),
+    ],
+)
+def test_an_ensemble_sagemaker_would_not_recognise_is_refused(pkg, platform_line, problem):
+    write_demo_repository(pkg)
+    config = pkg / "demo_ensemble" / "config.pbtxt"
+    config.write_text(config.read_text().replace('platform: "ensemble"', platform_line))
+    [found] = validate_repository(pkg).problems
+    assert found.file == "demo_ensemble/config.pbtxt" and found.line == 2
+    assert problem in found.message
+
+
+def test_a_model_whose_text_looks_like_an_ensemble_is_refused(pkg):
     write(
-        tmp_path,
+        pkg,
         {
-            "other/config.pbtxt": """
-                backend: "python"
-                input [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]
-                output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]
-                """,
-            "other/1/model.py": "class TritonPythonModel: pass\n",
+            **python_models("scorer"),
+            "scorer/config.pbtxt": '# was: platform: "ensemble"\n' + textwrap.dedent(PYTHON_MODEL),
         },
     )
-    report = validate_repository(tmp_path)
-    assert any("Several models are not steps of an ensemble" in p.message for p in report.problems)
+    [found] = validate_repository(pkg).problems
+    assert found.file == "scorer/config.pbtxt" and found.line == 1
+    assert "SageMaker's Triton takes for an ensemble" in found.message
+
+
+# -- BLS calls to models of the same package ---------------------------------------------------
+
+
+BLS_PACKAGE = {
+    **python_models("add_sub"),
+    "bls/config.pbtxt": PYTHON_MODEL,
+}
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "how"),
+    [
+        (
+            """
+            import triton_python_backend_utils as pb_utils
+
+            class TritonPythonModel:
+                def execute(self, requests):
+                    request = pb_utils.InferenceRequest(
+                        model_name="add_sub", requested_output_names=["Y"], inputs=[]
+                    )
+                    return [request.exec()]
+            """,
+            5,
+            "InferenceRequest(model_name='add_sub')",
+        ),
+        (
+            """
+            import triton_python_backend_utils as utils
+            class TritonPythonModel:
+                def execute(self, requests):
+                    return [utils.InferenceRequest("add_sub", [], ["Y"]).exec()]
+            """,
+            4,
+            "InferenceRequest(model_name='add_sub')",
+        ),
+        (
+            """
+            from triton_python_backend_utils import InferenceRequest as Request
+            class TritonPythonModel:
+                def execute(self, requests):
+                    return [Request(model_name="add_sub", inputs=[]).exec()]
+            """,
+            4,
+            "InferenceRequest(model_name='add_sub')",
+        ),
+        (
+            """
+            import triton_python_backend_utils
+            class TritonPythonModel:
+                def initialize(self, args):
+                    triton_python_backend_utils.load_model("add_sub")
+            """,
+            4,
+            "load_model('add_sub')",
+        ),
+        (
+            """
+            from triton_python_backend_utils import *
+            class TritonPythonModel:
+                def initialize(self, args):
+                    load_model(model_name="add_sub")
+            """,
+            4,
+            "load_model('add_sub')",
+        ),
+    ],
+    ids=["keyword", "positional", "aliased-import", "load_model", "star-import"],
+)
+def test_a_bls_call_to_a_model_of_the_same_package_is_refused(pkg, source, line, how):
+    write(
+        pkg,
+        {
+            **BLS_PACKAGE,
+            "bls/1/model.py": source,
+            "e/1/.keep": "",
+            "e/config.pbtxt": ENSEMBLE_OVER_BLS,
+        },
+    )
+    [found] = validate_repository(pkg).problems
+    assert (found.file, found.line) == ("bls/1/model.py", line)
+    assert found.message.startswith(
+        f"bls calls model 'add_sub' of its own package through BLS ({how})"
+    )
+    assert "Model 'add_sub' is not ready" in found.message
+    for way_out in ("ensemble", "in one model"):
+        assert way_out in found.message
+
+
+ENSEMBLE_OVER_BLS = """
+    platform: "ensemble"
+    input [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]
+    output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]
+    ensemble_scheduling {
+      step [
+        {
+          model_name: "bls"
+          model_version: -1
+          input_map { key: "X" value: "X" }
+          output_map { key: "Y" value: "Y" }
+        }
+      ]
+    }
+    """
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "pb_utils.InferenceRequest(model_name=self.target, inputs=[])",  # not a literal
+        'pb_utils.InferenceRequest(model_name=f"add_{suffix}", inputs=[])',  # not a literal
+        'pb_utils.InferenceRequest(model_name="other_package_model", inputs=[])',  # not ours
+        'other.InferenceRequest(model_name="add_sub", inputs=[])',  # not the BLS module
+        'InferenceRequest(model_name="add_sub", inputs=[])',  # not imported from it
+    ],
+)
+def test_bls_calls_that_are_not_to_a_sibling_by_literal_pass(pkg, call):
+    source = f"""
+        import triton_python_backend_utils as pb_utils
+
+        class TritonPythonModel:
+            def execute(self, requests):
+                return [{call}.exec()]
+        """
+    write(
+        pkg,
+        {
+            **BLS_PACKAGE,
+            "bls/1/model.py": source,
+            "e/1/.keep": "",
+            "e/config.pbtxt": ENSEMBLE_OVER_BLS,
+        },
+    )
+    report = validate_repository(pkg)
+    assert report.ok, messages(report)
+    assert report.summary["loaded_models"] == ["e", "bls"]
+
+
+def test_a_model_py_that_does_not_parse_is_left_to_the_test_step(pkg):
+    source = 'import triton_python_backend_utils as pb_utils\npb_utils.load_model("add_sub"\n'
+    write(
+        pkg,
+        {
+            **BLS_PACKAGE,
+            "bls/1/model.py": source,
+            "e/1/.keep": "",
+            "e/config.pbtxt": ENSEMBLE_OVER_BLS,
+        },
+    )
+    assert validate_repository(pkg).ok
 
 
 def test_version_policy_names_missing_folder(tmp_path):
@@ -302,7 +578,7 @@ def test_a_model_file_that_is_a_link_out_of_the_version_folder_is_refused(tmp_pa
 
 def test_input_dims_are_bounded_naming_the_tensor(tmp_path):
     write(
-        tmp_path,
+        tmp_path / "pkg",
         {
             "big/config.pbtxt": """
                 backend: "python"
@@ -312,7 +588,7 @@ def test_input_dims_are_bounded_naming_the_tensor(tmp_path):
             "big/1/model.py": "class TritonPythonModel: pass\n",
         },
     )
-    problems = validate_repository(tmp_path).problems
+    problems = validate_repository(tmp_path / "pkg").problems
     # The input the test step would allocate is refused; a large declared output is not.
     assert [p.message.split(" with dims")[0] for p in problems] == ["Input 'HUGE'"]
     assert problems[0].line == 2

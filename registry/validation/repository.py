@@ -1,5 +1,6 @@
 """Checks on an extracted Triton model repository: configs, version folders, the files each
-platform or backend needs, ensemble wiring, EXECUTION_ENV_PATH targets and berth.yaml."""
+platform or backend needs, ensemble wiring, EXECUTION_ENV_PATH targets, berth.yaml, and what
+SageMaker's Triton would serve wrong (the model it maps, BLS calls to siblings)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,16 @@ from toolkit.limits import (
     resolves_inside,
     tensor_size_problem,
 )
-from toolkit.repository import EntryModelError, top_level_models
+from toolkit.repository import (
+    SAGEMAKER_ENSEMBLE_PATTERN,
+    EntryModelError,
+    loaded_models,
+    sagemaker_sees_ensemble,
+    top_level_models,
+)
 from toolkit.repository import entry_model as choose_entry_model
 
+from .bls import MAX_MODEL_SOURCE_BYTES, find_bls_calls
 from .problems import Problem
 from .testcases import check_test_cases, normalize_test_cases, test_cases_schema_problems
 from .yamllines import YamlError, line_of, load_with_lines
@@ -124,6 +132,11 @@ def _line_containing(text: str, *needles: str) -> int | None:
         if all(needle in line for needle in needles):
             return number
     return None
+
+
+def _sentence(text: str) -> str:
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith(".") else text + "."
 
 
 def _datatype_name(value: int) -> str:
@@ -258,16 +271,23 @@ class _Validator:
         for info in self.models.values():
             if info.config is not None and info.is_ensemble:
                 self.check_ensemble(info)
+        for info in self.models.values():
+            if info.config is not None:
+                self.check_sagemaker_sees_platform(info)
+                if info.backend == "python":
+                    self.check_bls_calls(info)
+        self.check_top_level_folders()
         entry_model, test_cases = self.check_berth_yaml()
         files, total = _count_files(self.root)
+        configs = {name: info.config for name, info in self.models.items()}
         summary = {
             "root": _rel(self.root, self.extracted) if self.root != self.extracted else "",
             "entry_model": entry_model,
-            # More than one: SageMaker would pick one in no defined order (its endpoints
-            # refuse such a package; see deployments.backends.sagemaker).
-            "top_level_models": top_level_models(
-                {name: info.config for name, info in self.models.items()}
-            ),
+            # What SageMaker's Triton picks the target model among; more than one is refused
+            # above (and by SageMaker endpoints: see deployments.backends.sagemaker).
+            "top_level_models": top_level_models(configs),
+            # The entry model and its ensemble steps: the package's models that serve.
+            "loaded_models": loaded_models(configs, entry_model) if entry_model else [],
             "models": [info.as_summary() for info in self.models.values()],
             "steps": [step for info in self.models.values() for step in info.steps],
             "frameworks": sorted({info.kind for info in self.models.values() if info.kind}),
@@ -616,6 +636,84 @@ class _Validator:
                     _line_containing(text, f'"{name}"'),
                 )
 
+    # -- how SageMaker's Triton reads the package -----------------------------------------------
+    def check_sagemaker_sees_platform(self, info: ModelInfo) -> None:
+        """SageMaker's Triton finds the ensemble by a text match on config.pbtxt, not by
+        parsing it: where the two disagree, it would serve another model than Berth does."""
+        seen = sagemaker_sees_ensemble(info.config_text)
+        if info.is_ensemble and not seen:
+            self.add(
+                info.config_file,
+                'SageMaker\'s Triton finds an ensemble by the text platform: "ensemble" in its '
+                "config.pbtxt (double quotes, no space before the colon) and would not see this "
+                "one; write the platform line that way.",
+                _line_containing(info.config_text, "platform"),
+            )
+        elif seen and not info.is_ensemble:
+            match = SAGEMAKER_ENSEMBLE_PATTERN.search(info.config_text)
+            self.add(
+                info.config_file,
+                f"{info.name} is not an ensemble, but its config.pbtxt holds the text "
+                'platform: "ensemble" (a comment counts), which SageMaker\'s Triton takes for '
+                "an ensemble: it would serve this model as the package's target. Remove or "
+                "reword that text.",
+                info.config_text.count("\n", 0, match.start()) + 1 if match else None,
+            )
+
+    def check_bls_calls(self, info: ModelInfo) -> None:
+        """A Python model calling a model of its own package by name through BLS: that name
+        does not resolve under model namespacing, loaded or not."""
+        filename = info.config.default_model_filename or DEFAULT_MODEL_FILE["python"]
+        if model_filename_problem(filename):
+            return  # reported by check_versions
+        for number in info.versions:
+            path = info.folder / str(number) / filename
+            if not path.is_file() or not resolves_inside(path, info.folder / str(number)):
+                continue
+            try:
+                source = read_bounded(path, MAX_MODEL_SOURCE_BYTES, what=filename)
+            except (InputTooLarge, OSError):
+                continue
+            for call in find_bls_calls(source.decode("utf-8", errors="replace")) or []:
+                if call.model_name not in self.models:
+                    continue  # another package's model, or none: not resolved here either
+                how = (
+                    f"InferenceRequest(model_name={call.model_name!r})"
+                    if call.function == "InferenceRequest"
+                    else f"load_model({call.model_name!r})"
+                )
+                self.add(
+                    self.rel(path),
+                    f"{info.name} calls model {call.model_name!r} of its own package through "
+                    f"BLS ({how}). SageMaker's Triton serves each package with model "
+                    "namespacing on, where a model is not reachable by its plain name, loaded "
+                    f"or not: the call would answer \"Model '{call.model_name}' is not ready\" "
+                    "there and on Berth's endpoints, which load packages the same way. Wire "
+                    "the two as steps of an ensemble (an ensemble's steps load with it and "
+                    "resolve), or put the logic in one model.",
+                    call.line,
+                )
+
+    def check_top_level_folders(self) -> None:
+        """With no ensemble, SageMaker's Triton maps whichever top-level folder it reads last
+        (model or not) to the target model: a package then holds its one model folder and
+        nothing else at the top."""
+        configs = {name: info.config for name, info in self.models.items()}
+        if any(info.is_ensemble for info in self.models.values()) or None in configs.values():
+            return
+        for child in sorted(self.root.iterdir()):
+            if not child.is_dir() or child.is_symlink() or child.name in self.models:
+                continue
+            if any(p.is_dir() and p.name.isdigit() for p in child.iterdir()):
+                continue  # reported as a model folder without config.pbtxt
+            self.add(
+                self.rel(child),
+                f"{child.name}/ is a folder at the package's top level but not a model (no "
+                f"{CONFIG_FILE}). With no ensemble in the package, SageMaker's Triton maps one "
+                "top-level folder, picked in no defined order, to the target model, and may "
+                "pick this one. Remove it, or move it into the model's folder.",
+            )
+
     # -- berth.yaml ----------------------------------------------------------------------------
     def check_berth_yaml(self) -> tuple[str | None, list[dict]]:
         berth_path = self.root / BERTH_FILE
@@ -647,6 +745,11 @@ class _Validator:
                 line_of(lines, (key,)),
             )
         entry_model = self.entry_model(data.get("model"), file, line_of(lines, ("model",)))
+        loaded = (
+            loaded_models({name: info.config for name, info in self.models.items()}, entry_model)
+            if entry_model
+            else None
+        )
         archive_cases = data.get("tests", [])
         if archive_cases is None:
             archive_cases = []
@@ -662,6 +765,7 @@ class _Validator:
                     archive_cases,
                     models=self.models,
                     entry_model=entry_model,
+                    loaded=loaded,
                     file=file,
                     lines=lines,
                     base=("tests",),
@@ -674,6 +778,7 @@ class _Validator:
                     self.extra_test_cases,
                     models=self.models,
                     entry_model=entry_model,
+                    loaded=loaded,
                     file=extra_file,
                 )
             )
@@ -690,19 +795,24 @@ class _Validator:
         try:
             return choose_entry_model(configs, named)
         except EntryModelError as exc:
-            if exc.unknown:
+            if exc.kind == "unknown":
                 self.add(
                     file,
                     f"Entry model {named!r} is not in the repository "
                     f"(models: {', '.join(self.models) or 'none'}).",
                     line,
                 )
-            elif exc.candidates:
+            elif exc.kind == "mismatch":
                 self.add(
                     file,
-                    f"Several models are not steps of an ensemble ({', '.join(exc.candidates)}): "
-                    "name the one clients call with 'model:' in berth.yaml.",
+                    f"model: names {named!r}, but SageMaker's Triton serves {exc.entry!r} for "
+                    "this package (its ensemble), and berth.yaml does not reach SageMaker. Name "
+                    f"{exc.entry!r}, or leave model: out.",
+                    line,
                 )
+            elif exc.kind in ("ensembles", "models") and None not in configs.values():
+                # With a config that did not parse (reported), the choice is not known.
+                self.add("", _sentence(str(exc)))
             return None
 
 
