@@ -10,6 +10,8 @@ answered with an error), `ServiceUnavailable` and so on
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from typing import Any
 
 # Substrings of a Triton error that SageMaker's Triton frontend treats as "out of memory" and
@@ -120,3 +122,155 @@ def error_class(status: int, error: GatewayError | None = None) -> int:
     if error is not None and "OriginalStatusCode" in error.extra:
         status = int(error.extra["OriginalStatusCode"])
     return status // 100
+
+
+# -- what an error may show a client ----------------------------------------------------------
+
+# Longest message text an answer carries: model code can raise with any message, and the
+# rewriting below is bounded by it.
+MAX_MESSAGE_CHARS = 8192
+# An absolute path on the server's disk: a `/` that does not continue a word, a URL or another
+# path, then two or more segments. Each segment ends at a character that in Triton's and
+# Python's messages follows a path (quote, bracket, colon, comma, space), so a traceback line
+# `.../model.py(4): helper` yields `.../model.py`.
+_ABSOLUTE_PATH = re.compile(r"""(?<![\w.:/~\\-])(?:/[^\s'"`:;,()<>\[\]{}|/]+){2,}/?""")
+# Triton names a model instance `<model>_<group>_<index>`.
+_INSTANCE_SUFFIX = r"(_\d+_\d+)?"
+_INSTANCE = re.compile(r"_\d+_\d+")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """How the gateway serves one package: the names Triton knows its models by.
+
+    `entry` is the served name of the model clients invoke, `names` maps every served name
+    (the entry's included) to the model's own name in the package, and `prefix` starts every
+    name the gateway chose for the package (its folder's, its models').
+    """
+
+    entry: str | None
+    names: dict[str, str]
+    prefix: str
+
+
+@dataclass(frozen=True)
+class ScrubContext:
+    """What an error about one request may not show, and what each thing is called instead.
+
+    The client asked for `target` on an endpoint whose packages come from `store`; the gateway
+    stages packages under `work_dir` and serves them from `serving_root`.
+    """
+
+    target: str | None
+    served: ServedModel | None
+    serving_root: str
+    work_dir: str
+    store: str | None
+
+
+def scrub_message(message: str, context: ScrubContext) -> str:
+    """`message` (Triton's, a store's, the staging step's) as a client may read it.
+
+    A client of a SageMaker endpoint knows the package it invoked and the models in it, not
+    how this gateway serves them: served names become the target model (the invoked model) or
+    the step's own name (a model instance, an ensemble step); paths in the serving repository
+    or the work dir become paths inside the package (`preprocess/1/model.py`), the store's
+    location and its files the package name; any other absolute path is cut to its file name.
+    """
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[:MAX_MESSAGE_CHARS] + " [truncated]"
+    store = context.store.rstrip("/") if context.store else None
+    if store and store in message:
+        # A store's files are packages (or their sidecars), reached by their name; the store
+        # itself is where the invoked package was looked for.
+        instead = context.target or "the model store"
+        message = re.sub(
+            re.escape(store) + r"(/|(?![\w-]|\.\w))",
+            lambda match: "" if match.group(1) else instead,
+            message,
+        )
+    served = context.served
+    message = _ABSOLUTE_PATH.sub(lambda match: _client_path(match.group(0), context), message)
+    if served is not None:
+        if served.names:
+            names = sorted(served.names, key=len, reverse=True)
+            pattern = "(" + "|".join(re.escape(name) for name in names) + ")" + _INSTANCE_SUFFIX
+            message = re.sub(pattern, lambda match: _client_name(match, served, context), message)
+        if served.prefix and served.prefix in message:
+            # A name of the package not known yet (a load that failed before the gateway
+            # learnt them): the prefix alone is the package's served name, and a model's own
+            # name follows it in any other.
+            message = re.sub(
+                re.escape(served.prefix) + r"([\w.-]*)",
+                lambda match: _unknown_name(match.group(1), context),
+                message,
+            )
+    return message
+
+
+def _unknown_name(rest: str, context: ScrubContext) -> str:
+    if not rest or _INSTANCE.fullmatch(rest):
+        return (context.target or "the model") + rest
+    return rest
+
+
+def _client_name(match: re.Match[str], served: ServedModel, context: ScrubContext) -> str:
+    name, instance = match.group(1), match.group(2)
+    if instance:
+        return served.names[name] + instance
+    if name == served.entry and context.target:
+        return context.target
+    return served.names[name]
+
+
+def _client_path(path: str, context: ScrubContext) -> str:
+    # A sentence may end right after a path: its full stops are not the path's.
+    stripped = path.rstrip(".")
+    tail = path[len(stripped) :]
+    parts = _relative_parts(stripped.rstrip("/"), context.serving_root)
+    if parts is not None:
+        return _package_path(parts, context.served) + tail
+    parts = _relative_parts(stripped.rstrip("/"), context.work_dir)
+    if parts is not None and len(parts) > 2:
+        # <work dir>/<load>/repository/<model>/... or <work dir>/<load>/package/<package>
+        return "/".join(parts[2:]) + tail
+    return stripped.rstrip("/").rsplit("/", 1)[-1] + tail
+
+
+def _relative_parts(path: str, folder: str) -> list[str] | None:
+    folder = folder.rstrip("/")
+    if not folder or not path.startswith(folder + "/"):
+        return None
+    return path[len(folder) + 1 :].split("/")
+
+
+def _package_path(parts: list[str], served: ServedModel | None) -> str:
+    """A path under the serving root as a path inside the package.
+
+    The root holds, per package, either its model folders (`<prefix><model>/1/model.py`) or
+    one folder with the package's models inside (`<served>/<model>/1/model.py`).
+    """
+    first = parts[0]
+    ours = served is not None and (
+        first in served.names or (served.prefix and first.startswith(served.prefix))
+    )
+    if served is None or not ours:
+        return parts[-1]
+    if len(parts) > 2 and not parts[1].isdigit():
+        return "/".join(parts[1:])  # The package's own folder: what follows is the package.
+    own = served.names.get(first) or first[len(served.prefix) :] or first
+    return "/".join([own, *parts[1:]])
+
+
+def scrub_error(error: GatewayError, context: ScrubContext) -> GatewayError:
+    """`error` with its message (and the model's own, for a ModelError) scrubbed."""
+    extra = dict(error.extra)
+    if isinstance(extra.get("OriginalMessage"), str):
+        extra["OriginalMessage"] = scrub_message(extra["OriginalMessage"], context)
+    return GatewayError(
+        error.status,
+        error.error_type,
+        scrub_message(error.message, context),
+        error_code=error.error_code,
+        extra=extra,
+    )

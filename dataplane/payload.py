@@ -11,6 +11,11 @@ The request format is KServe v2's with Triton's binary tensor extension
 The JSON part is parsed with RapidJSON, the parser Triton's HTTP frontend uses; duplicate keys
 are refused because RapidJSON's member lookup (Triton's) finds the first of them and Python
 dictionaries keep the last, so a checked shape and a served one could differ.
+
+The JSON part's length comes in the `Inference-Header-Content-Length` header (KServe), or,
+SageMaker's way, in the Content-Type (`SAGEMAKER_BINARY_TYPE`), which is the only way through
+boto3's `invoke_endpoint`; SageMaker's Triton reads it there (src/sagemaker_server.cc,
+`GetInferenceHeaderLength`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ MAX_INPUTS = 256
 # is a 4-byte length and its bytes).
 _FIXED_BYTES = {name: size for name, size in DATATYPE_BYTES.items() if name != "BYTES"}
 _BYTES_PREFIX = 4
+# The Content-Type of a SageMaker request (and answer) with binary tensors, followed by the JSON
+# part's length; Triton refuses it anywhere but at the start of the header.
+SAGEMAKER_BINARY_TYPE = "application/vnd.sagemaker-triton.binary+json;json-header-size="
+# Digits of a size: 12 is a terabyte, far past any body the gateway takes.
+_MAX_SIZE_DIGITS = 12
 # Content-Encoding values Triton's HTTP frontend decodes.
 _DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
@@ -91,6 +101,42 @@ def decode_body(body: bytes, encoding: str, limit: int) -> bytes:
     return decoded
 
 
+def _is_size(text: str) -> bool:
+    # ASCII digits only: str.isdigit also takes "²", which int() refuses.
+    return 0 < len(text) <= _MAX_SIZE_DIGITS and text.isascii() and text.isdigit()
+
+
+def sagemaker_json_length(content_type: str, body_length: int, header: str | None) -> str:
+    """The JSON part's length that SageMaker's binary Content-Type declares, as the value of
+    KServe's Inference-Header-Content-Length, which Triton's KServe frontend reads.
+
+    Refused as SageMaker's Triton refuses it: the type not at the start, a size that is not
+    one, a size past the body's end. `header` is the request's own KServe header, if any: the
+    two must agree.
+    """
+    if not content_type.startswith(SAGEMAKER_BINARY_TYPE):
+        raise _malformed(
+            f"expect MIME type for binary data starts with {SAGEMAKER_BINARY_TYPE!r}, got: "
+            f"{content_type[:200]!r}"
+        )
+    # Parameters may follow the size (`;charset=...`); the size is the digits before them.
+    text = content_type[len(SAGEMAKER_BINARY_TYPE) :].split(";", 1)[0].strip()
+    if not _is_size(text):
+        raise _malformed(f"json-header-size {text[:40]!r} in the Content-Type is not a size")
+    size = int(text)
+    if size > body_length:
+        raise _malformed(
+            f"json-header-size {size} in the Content-Type is more than the body's "
+            f"{body_length} bytes"
+        )
+    if header is not None and header != text:
+        raise _malformed(
+            f"Inference-Header-Content-Length {header[:40]!r} and json-header-size {size} in "
+            f"the Content-Type disagree"
+        )
+    return text
+
+
 def _elements(name: str, shape: Any) -> int:
     if not isinstance(shape, list):
         raise _malformed(f"input {name!r}: 'shape' must be a list of non-negative integers")
@@ -136,7 +182,7 @@ def check_inference_request(body: bytes, json_length: str | None) -> None:
     if json_length is None:
         header_end = len(body)
     else:
-        if not json_length.isdigit() or len(json_length) > 12:
+        if not _is_size(json_length):
             raise _malformed(f"Inference-Header-Content-Length {json_length[:40]!r} is not a size")
         header_end = int(json_length)
         if header_end == 0:

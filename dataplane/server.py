@@ -22,10 +22,13 @@ from typing import Any
 
 from dataplane.errors import (
     GatewayError,
+    ScrubContext,
+    ServedModel,
     error_class,
     insufficient_memory,
     is_out_of_memory,
     model_error,
+    scrub_error,
     service_unavailable,
     validation_error,
 )
@@ -40,7 +43,12 @@ from dataplane.httpserver import (
     json_response,
 )
 from dataplane.metrics import MetricsError
-from dataplane.payload import check_inference_request, decode_body
+from dataplane.payload import (
+    SAGEMAKER_BINARY_TYPE,
+    check_inference_request,
+    decode_body,
+    sagemaker_json_length,
+)
 from dataplane.stores import check_name, is_package_name
 from dataplane.supervisor import error_text
 from dataplane.upstream import (
@@ -78,6 +86,52 @@ def _too_large(length: int | None, limit: int) -> GatewayError:
     )
 
 
+def served_model(model: LoadedModel) -> ServedModel:
+    """The names `model` is served under, each with the model's own name in its package."""
+    prefix = model.prefix
+    names = {
+        name: name[len(prefix) :] if prefix and name.startswith(prefix) else name
+        for name in model.served_names
+    }
+    names[model.served_name] = model.model_name or names.get(model.served_name, model.served_name)
+    return ServedModel(model.served_name, names, prefix)
+
+
+def scrubbed(
+    error: GatewayError, gateway: Gateway, endpoint: Endpoint, target: str | None
+) -> GatewayError:
+    """`error` about `target` as a client may read it (`dataplane.errors.scrub_message`).
+
+    A package that failed to load has no served names yet: its prefix stands for them.
+    """
+    try:
+        served = None
+        if target is not None:
+            model = endpoint.loaded.get(target)
+            if model is not None:
+                served = served_model(model)
+            else:
+                served = ServedModel(None, {}, endpoint.prefix(target))
+        context = ScrubContext(
+            target,
+            served,
+            str(gateway.repository),
+            str(gateway.work_dir),
+            endpoint.store_location,
+        )
+        return scrub_error(error, context)
+    except Exception:  # The client still gets its answer, without the unchecked text.
+        log.exception("scrubbing an error about %s on %s failed", target, endpoint.name)
+        extra = {k: v for k, v in error.extra.items() if k != "OriginalMessage"}
+        return GatewayError(
+            error.status,
+            error.error_type,
+            f"{error.error_type} for {target or 'the request'} on endpoint {endpoint.name}.",
+            error_code=error.error_code,
+            extra=extra,
+        )
+
+
 def _triton_error(response: UpstreamResponse, target: str) -> GatewayError:
     reason = error_text(response)
     if reason.startswith(_PARSE_FAILURES):
@@ -88,7 +142,10 @@ def _triton_error(response: UpstreamResponse, target: str) -> GatewayError:
         )
     if response.status >= 500 and is_out_of_memory(reason):
         return insufficient_memory(f"{target}: {reason}")
-    return model_error(response.status, reason, model_name=target)
+    # SageMaker's Triton answers every failed inference with 400 (507 when out of memory:
+    # `SagemakeInferRequestClass::InferResponseComplete` in Triton's sagemaker_server.cc),
+    # whatever status its KServe frontend would give; CloudWatch then counts it as a 4XX.
+    return model_error(400, reason, model_name=target)
 
 
 class InvocationHandler:
@@ -139,17 +196,22 @@ class InvocationHandler:
         request_headers = request.headers
         body = request.body
         json_length = request_headers.get(_JSON_LENGTH_KEY)
+        content_type = request_headers.get("content-type", "application/json")
         try:
             encoding = request_headers.get(_ENCODING_KEY)
             if encoding is not None and encoding.lower() not in ("", "identity"):
                 body = decode_body(body, encoding, self.max_body)
+            if SAGEMAKER_BINARY_TYPE in content_type:
+                # SageMaker's way to send binary tensors (boto3 sets no other header):
+                # Triton's KServe frontend takes the same length from its own header.
+                json_length = sagemaker_json_length(content_type, len(body), json_length)
             # Before Triton sees it (and before a miss loads the model): the shapes must be
             # ones the body fills.
             check_inference_request(body, json_length)
         except GatewayError as error:
             self._answer_error(connection, endpoint, target, started, error, None)
             return
-        headers = {"Content-Type": request_headers.get("content-type", "application/json")}
+        headers = {"Content-Type": content_type}
         if json_length is not None:
             headers[_JSON_LENGTH_HEADER] = json_length
         supervisor = self.supervisor
@@ -216,10 +278,13 @@ class InvocationHandler:
             model_us = (time.perf_counter() - sent) * 1e6
             model.invocations += 1
             try:
-                self._answer(connection, endpoint, target, model, started, response, model_us, True)
+                self._answer(
+                    connection, endpoint, target, model, started, response, model_us, True, headers
+                )
             except Exception as exc:  # Never leave the client without an answer.
                 log.exception("answering %s on %s failed", target, endpoint.name)
                 failure = GatewayError(500, "InternalFailure", f"internal error: {exc}")
+                failure = scrubbed(failure, self.gateway, endpoint, target)
                 connection.respond(failure.status, failure.body(), failure.headers())
 
         upstream.request_with_callback(
@@ -236,6 +301,7 @@ class InvocationHandler:
         response: UpstreamResponse,
         model_us: float,
         cache_hit: bool,
+        request_headers: dict[str, str],
     ) -> None:
         if response.status != 200:
             error = _triton_error(response, target)
@@ -252,11 +318,19 @@ class InvocationHandler:
             # Triton writes "model_name" first: the first match is the answer's own.
             body = body.replace(served_key, model_key, 1)
         else:
-            # Binary tensor extension: rename inside the JSON header only, and say its length.
+            # Binary tensor extension: rename inside the JSON header only, and say its length
+            # the way the request said its own; a request that did not (JSON, or SageMaker's
+            # binary content type) is answered as SageMaker's Triton answers: in the
+            # Content-Type (src/sagemaker_server.cc, SetResponseHeader).
             split = int(json_length)
             header = body[:split].replace(served_key, model_key, 1)
             body = header + body[split:]
-            out[_JSON_LENGTH_HEADER] = str(len(header))
+            if _JSON_LENGTH_HEADER in request_headers and not request_headers[
+                "Content-Type"
+            ].startswith(SAGEMAKER_BINARY_TYPE):
+                out[_JSON_LENGTH_HEADER] = str(len(header))
+            else:
+                out["Content-Type"] = f"{SAGEMAKER_BINARY_TYPE}{len(header)}"
         connection.respond(200, body, out)
         self._record(endpoint, target, started, model_us, cache_hit, 2)
 
@@ -269,6 +343,7 @@ class InvocationHandler:
         error: GatewayError,
         cache_hit: bool | None,
     ) -> None:
+        error = scrubbed(error, self.gateway, endpoint, target)
         connection.respond(error.status, error.body(), error.headers())
         self._record(endpoint, target, started, 0.0, cache_hit, error_class(error.status, error))
 
@@ -327,7 +402,15 @@ class InvocationHandler:
                 model_us = (time.perf_counter() - sent) * 1e6
                 model.invocations += 1
                 self._answer(
-                    connection, endpoint, target, model, started, response, model_us, cache_hit
+                    connection,
+                    endpoint,
+                    target,
+                    model,
+                    started,
+                    response,
+                    model_us,
+                    cache_hit,
+                    headers,
                 )
                 return
             raise service_unavailable(f"Triton is restarting; retry the request for {target}.")
@@ -438,7 +521,10 @@ class AdminApi:
     async def load_model(self, request: HttpRequest) -> HttpResponse:
         endpoint = self._endpoint(request)
         target = endpoint.resolve(request.params["target_model"])
-        outcome = await self.gateway.ensure_loaded(endpoint, target)
+        try:
+            outcome = await self.gateway.ensure_loaded(endpoint, target)
+        except GatewayError as error:  # The portal shows it to the package's owner.
+            raise scrubbed(error, self.gateway, endpoint, target) from error
         return json_response(
             {
                 "target_model": target,

@@ -12,7 +12,13 @@ import pytest
 import tritonclient.http as triton_http
 
 from dataplane.errors import GatewayError
-from dataplane.payload import MAX_INPUTS, check_inference_request, decode_body
+from dataplane.payload import (
+    MAX_INPUTS,
+    SAGEMAKER_BINARY_TYPE,
+    check_inference_request,
+    decode_body,
+    sagemaker_json_length,
+)
 
 
 def tensor(shape, data, datatype="FP32", name="INPUT", **extra):
@@ -124,6 +130,8 @@ def test_binary_tensors_must_be_exactly_their_shapes_bytes():
 
     assert "more than the body" in refusal(raw, str(len(raw) + 1))
     assert "not a size" in refusal(raw, "12\r\nX: y")
+    # Digits to str.isdigit, not to int(): refused as a size, not failed on.
+    assert "not a size" in refusal(raw, "\xb2")
 
 
 def test_binary_bytes_elements_need_their_length_prefixes():
@@ -155,3 +163,44 @@ def test_compressed_bodies_are_decoded_within_the_limit():
     with pytest.raises(GatewayError) as caught:
         decode_body(raw, "br", 1024)
     assert caught.value.status == 415
+
+
+def sagemaker_refusal(content_type: str, body_length: int, header: str | None = None) -> str:
+    with pytest.raises(GatewayError) as caught:
+        sagemaker_json_length(content_type, body_length, header)
+    assert (caught.value.status, caught.value.error_code) == (400, "MalformedRequest")
+    return caught.value.message
+
+
+def test_sagemakers_binary_content_type_gives_the_json_parts_length():
+    array = np.arange(8, dtype=np.float32).reshape(2, 4)
+    raw, json_size = binary_request(array, "FP32")
+    length = sagemaker_json_length(f"{SAGEMAKER_BINARY_TYPE}{json_size}", len(raw), None)
+    assert length == str(json_size)
+    check_inference_request(raw, length)
+    # Parameters after the size, and the KServe header saying the same, are fine.
+    assert sagemaker_json_length(
+        f"{SAGEMAKER_BINARY_TYPE}{json_size}; charset=binary", len(raw), str(json_size)
+    ) == str(json_size)
+    # Zero: the whole body is the one input's data, as Triton reads it.
+    assert sagemaker_json_length(f"{SAGEMAKER_BINARY_TYPE}0", 16, None) == "0"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "reason"),
+    [
+        (f"text/plain, {SAGEMAKER_BINARY_TYPE}12", "starts with"),
+        (SAGEMAKER_BINARY_TYPE, "not a size"),
+        (f"{SAGEMAKER_BINARY_TYPE}-1", "not a size"),
+        (f"{SAGEMAKER_BINARY_TYPE}12abc", "not a size"),
+        (f"{SAGEMAKER_BINARY_TYPE}\xb2", "not a size"),
+        (f"{SAGEMAKER_BINARY_TYPE}{'9' * 13}", "not a size"),
+        (f"{SAGEMAKER_BINARY_TYPE}101", "more than the body's 100 bytes"),
+    ],
+)
+def test_a_sagemaker_binary_content_type_without_a_usable_size_is_refused(content_type, reason):
+    assert reason in sagemaker_refusal(content_type, 100)
+
+
+def test_the_kserve_header_and_the_content_type_must_agree():
+    assert "disagree" in sagemaker_refusal(f"{SAGEMAKER_BINARY_TYPE}10", 100, "12")
