@@ -85,14 +85,21 @@ class LocalArtifactStore:
         return self.root / _check_key(key)
 
     def put(self, local_path: Path, key: str) -> str:
+        """Store `local_path` under `key`. The file is hard-linked in when it is on the same
+        file system (no byte is copied), so the caller must not write to it afterwards;
+        removing it is fine."""
         target = self.path_for(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        # Write next to the target, then rename: a reader never sees half a file.
+        # Written (or linked) next to the target, then renamed: a reader never sees half a
+        # file.
         fd, tmp = tempfile.mkstemp(prefix=UNFINISHED_PUT, dir=target.parent)
         try:
-            with os.fdopen(fd, "wb") as out, open(local_path, "rb") as src:
-                shutil.copyfileobj(src, out, 1024 * 1024)
+            os.close(fd)
+            link_or_copy(Path(local_path), Path(tmp))
             os.chmod(tmp, 0o644)
+            # Its age is the time it was stored (what the sweep of sources goes by), not the
+            # time a linked file was written.
+            os.utime(tmp)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -195,15 +202,32 @@ def s3_object_size(uri: str) -> int | None:
 
 
 def fetch_uri(uri: str, dest: Path) -> Path:
-    """Copy the artifact at `uri` (an S3 URI or a local path) to the file `dest`."""
+    """Copy the artifact at `uri` (an S3 URI or a local path) to the file `dest`. A local
+    artifact is hard-linked when it can be: stored files are never written again (`put`
+    replaces them whole), so the link reads the same bytes a copy would, and the caller must
+    not write to `dest` either."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if uri.startswith("s3://"):
         bucket, key = split_s3_uri(uri)
         aws.client("s3").download_file(bucket, key, str(dest))
     else:
-        shutil.copyfile(uri, dest)
+        dest.unlink(missing_ok=True)
+        link_or_copy(Path(uri), dest)
     return dest
+
+
+def link_or_copy(source: Path, dest: Path) -> None:
+    """Make `dest` (which may exist: it is replaced) a hard link of `source`, or a copy
+    where the two are on different file systems or links are refused. A gigabyte costs
+    nothing linked and seconds copied."""
+    link = dest.with_name(f"{dest.name}.link-{uuid.uuid4().hex[:8]}")
+    try:
+        os.link(source, link)
+    except OSError:
+        shutil.copyfile(source, dest)
+        return
+    os.replace(link, dest)
 
 
 def artifact_store() -> ArtifactStore:

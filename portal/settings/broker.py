@@ -1,5 +1,9 @@
 """Celery: Redis with REDIS_URL; otherwise kombu's filesystem transport, an embedded broker
-that needs no server, so a fresh machine still runs a real worker process."""
+that needs no server, so a fresh machine still runs a real worker process.
+
+The embedded broker is polled (`portal.broker_transport`: how often, and why its transport
+is kombu's with one change).
+"""
 
 from .env import env_bool, env_str, var_dir
 
@@ -9,18 +13,11 @@ if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 else:
-    _broker_dir = var_dir() / "broker"
-    for _sub in ("queue", "processed", "control"):
-        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    from portal.broker_transport import filesystem_options
+
     CELERY_BROKER_URL = "filesystem://"
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker_dir / "queue"),
-        "data_folder_out": str(_broker_dir / "queue"),
-        "processed_folder": str(_broker_dir / "processed"),
-        "store_processed": False,
-        # Broadcast (remote control) messages too, instead of ./control in the working folder.
-        "control_folder": str(_broker_dir / "control"),
-    }
+    CELERY_BROKER_TRANSPORT = "portal.broker_transport:Transport"
+    CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_options(var_dir() / "broker")
 
 # State lives in the database rows the UI shows; task results are not needed.
 CELERY_RESULT_BACKEND = None

@@ -13,7 +13,7 @@ from django.utils import timezone
 from portal.errors import Conflict, InvalidTransition, PermissionDenied, ServiceError
 from portal.models import AuditEvent
 from registry import plans, services
-from registry.artifacts import PayloadTooLarge
+from registry.artifacts import PayloadTooLarge, kept_tree
 from registry.choices import PIPELINE_STEPS, VersionStatus
 from registry.models import ModelVersion, RegisteredModel, TestResult
 from runs.choices import RunState
@@ -267,7 +267,11 @@ def test_validate_step_records_summary_and_transitions(user, model, demo_tar, re
     assert any("Valid: 3 model(s)" in line["message"] for line in version.progress_log)
     # Idempotent: a second delivery of the same message does nothing.
     assert plans.version_validate(version_id=version.pk) is None
-    assert not list((registry_dirs / "scratch").iterdir())
+    # Nothing left but the extraction kept for the version's next steps.
+    assert [p.name for p in (registry_dirs / "scratch").iterdir()] == ["trees"]
+    kept = kept_tree(version.pk, version.content_sha256)
+    assert [p.name for p in kept.parent.iterdir()] == [kept.name]
+    assert (kept / "demo_ensemble" / "config.pbtxt").is_file()
 
 
 HOSTILE = [
@@ -481,6 +485,12 @@ def test_full_pipeline_on_real_triton_reaches_packaged(user, model, demo_tar, re
     plans.version_package(version_id=version.pk)
     version.refresh_from_db()
     assert version.status == VersionStatus.PACKAGED
+    # Validate extracted the archive once; test and package read that extraction, and it is
+    # gone once the version is packaged.
+    messages = [line["message"] for line in version.progress_log]
+    assert sum(m.startswith("Extracted ") for m in messages) == 1, messages
+    assert messages.count("Reading the archive an earlier step extracted.") == 2, messages
+    assert not kept_tree(version.pk, version.content_sha256).parent.exists()
     package = Path(version.package_uri)
     assert package.name == "iris_1.tar.gz"
     assert hashlib.sha256(package.read_bytes()).hexdigest() == version.package_sha256

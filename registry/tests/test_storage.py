@@ -2,7 +2,9 @@
 
 import hashlib
 import os
+import shutil
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -51,6 +53,42 @@ def test_local_store_put_fetch_exists_delete(tmp_path):
     # Deleting never reaches outside the store.
     store.delete(str(source))
     assert source.exists()
+
+
+def test_local_store_links_instead_of_copying(tmp_path):
+    """On one file system a gigabyte is stored and fetched without copying a byte."""
+    store = LocalArtifactStore(tmp_path / "store")
+    source = tmp_path / "package.tar.gz"
+    source.write_bytes(b"payload")
+    uri = store.put(source, "iris/1/iris_1.tar.gz")
+    assert os.path.samefile(uri, source)
+    assert oct(Path(uri).stat().st_mode & 0o777) == oct(0o644)
+    source.unlink()  # the caller removes its file: the stored one stays
+    fetched = store.fetch(uri, tmp_path / "scratch" / "artifact")
+    assert os.path.samefile(fetched, uri)
+    assert fetched.read_bytes() == b"payload"
+    # A fetch over an older file replaces it (never writes through it into the store).
+    (tmp_path / "scratch" / "other").write_bytes(b"other")
+    store.fetch(str(tmp_path / "scratch" / "other"), fetched)
+    assert Path(uri).read_bytes() == b"payload"
+    assert not [p for p in Path(uri).parent.iterdir() if p.name != "iris_1.tar.gz"]
+
+
+def test_local_store_copies_where_it_cannot_link(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", refuse)
+    store = LocalArtifactStore(tmp_path / "store")
+    source = tmp_path / "package.tar.gz"
+    source.write_bytes(b"payload")
+    uri = store.put(source, "iris/1/iris_1.tar.gz")
+    assert not os.path.samefile(uri, source)
+    assert Path(uri).read_bytes() == b"payload"
+    fetched = store.fetch(uri, tmp_path / "artifact")
+    assert not os.path.samefile(fetched, uri)
+    assert fetched.read_bytes() == b"payload"
+    assert sorted(p.name for p in Path(uri).parent.iterdir()) == ["iris_1.tar.gz"]
 
 
 def test_s3_store_put_fetch_exists_delete(s3, tmp_path, settings):
@@ -149,7 +187,8 @@ def test_register_a_repository_folder_under_an_s3_prefix(s3, registry_dirs, user
         services.version_register(
             actor=user, model=model, uri="s3://ci-uploads/builds/417/repository", lineage={}
         )
-    assert not list((registry_dirs / "scratch").iterdir())
+    # The downloaded folders are gone; only the extraction kept for the next steps is left.
+    assert [p.name for p in (registry_dirs / "scratch").iterdir()] == ["trees"]
     assert not list((registry_dirs / "uploads").iterdir())
 
 
@@ -252,6 +291,12 @@ def test_deterministic_package_bytes(tmp_path):
     assert first.path.read_bytes() == second.path.read_bytes()
 
 
+def copy_of(path: Path) -> Path:
+    copy = path.with_name(f"copy-{uuid.uuid4().hex[:8]}-{path.name}")
+    shutil.copyfile(path, copy)
+    return copy
+
+
 def backdate(path: Path, hours: float) -> None:
     then = time.time() - hours * 3600
     os.utime(path, (then, then))
@@ -263,14 +308,18 @@ def test_sweep_removes_only_old_source_archives_no_version_references(
 ):
     kept = services.version_register(actor=user, model=model, archive=upload(demo_tar), lineage={})
     store = artifact_store()
+    # Each put of its own file, as registrations and packaging put theirs (a local store
+    # links the file in: one file put twice would be one file with one time).
     backdate(Path(kept.artifact_uri), 48)
-    stray = Path(store.put(demo_tar, "iris/sources/0123456789abcdef-killed.tar.gz"))
+    stray = Path(store.put(copy_of(demo_tar), "iris/sources/0123456789abcdef-killed.tar.gz"))
     backdate(stray, 48)
-    fresh = Path(store.put(demo_tar, "iris/sources/0123456789abcdef-in-flight.tar.gz"))
+    fresh = Path(store.put(copy_of(demo_tar), "iris/sources/0123456789abcdef-in-flight.tar.gz"))
     unfinished = stray.parent / ".put-abc123"  # a copy killed half-way
     unfinished.write_bytes(b"half")
     backdate(unfinished, 48)
-    package = Path(store.put(demo_tar, "iris/1/iris_1.tar.gz"))  # not a source: never swept
+    package = Path(
+        store.put(copy_of(demo_tar), "iris/1/iris_1.tar.gz")
+    )  # not a source: never swept
     backdate(package, 48)
 
     removed = services.artifact_sweep()
