@@ -14,7 +14,8 @@ api_v1 = [
     path("", include("loadtests.api.urls")),
     # Anything else under the API answers the API's JSON 404, not the portal's HTML page.
     # Only addresses ending in '/', so APPEND_SLASH still redirects `models` to `models/`.
-    re_path(r"^(?:.*/)?$", api_not_found),
+    # (`[\s\S]`, not `.`: a name with a newline in it is still an API address.)
+    re_path(r"^(?:[\s\S]*/)?$", api_not_found),
 ]
 
 urlpatterns = [

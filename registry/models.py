@@ -1,6 +1,8 @@
 """The model registry: registered models, their immutable versions with lineage, and the
 results of testing each version on a real Triton server."""
 
+from collections.abc import Sequence
+
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
@@ -22,6 +24,47 @@ model_name_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
     "Use letters, digits, '_', '.' or '-', starting with a letter or digit (at most 100).",
 )
+
+
+# A status reason is one line: a CI log line, a table cell.
+MAX_STATUS_REASON = 500
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _where(problem: dict) -> str:
+    file, line = problem.get("file") or "", problem.get("line")
+    if file and line:
+        return f"{file}, line {line}: "
+    return f"{file}: " if file else ""
+
+
+def status_reason_for(
+    *, problems: list[dict], failed_cases: Sequence[tuple[str, str]] = (), total_cases: int = 0
+) -> str:
+    """The one line that says why a version failed: its first problem (with how many there
+    are), else its first failing test case (with how many of how many failed); empty when
+    neither. `failed_cases` are (name, why) of the cases that did not pass, in run order."""
+    if problems:
+        first = problems[0]
+        text = f"{_where(first)}{first.get('message', '')}"
+        if len(problems) > 1:
+            text = f"{len(problems)} problems; first: {text}"
+    elif failed_cases:
+        name, why = failed_cases[0]
+        noun = "test case" if total_cases == 1 else "test cases"
+        if len(failed_cases) == 1:
+            text = f"1 of {total_cases} {noun} failed: `{name}`: {why}"
+        else:
+            text = f"{len(failed_cases)} of {total_cases} {noun} failed; first: `{name}`: {why}"
+    else:
+        return ""
+    text = _one_line(text)
+    if len(text) > MAX_STATUS_REASON:
+        text = text[: MAX_STATUS_REASON - 1].rstrip() + "…"
+    return text
 
 
 class RegisteredModel(models.Model):
@@ -60,6 +103,12 @@ class ModelVersion(models.Model):
         db_index=True,
     )
     status_changed_at = models.DateTimeField(default=timezone.now)
+    status_reason = models.CharField(
+        max_length=MAX_STATUS_REASON,
+        blank=True,
+        help_text="Why the version is invalid or its tests failed, in one line (the first "
+        "problem or failing case); empty otherwise.",
+    )
     description = models.TextField(blank=True)
 
     # Artifact: the uploaded archive (kept in the artifact store) or the URI it came from.

@@ -46,15 +46,16 @@ from runs.plans import (
 )
 from runs.services import run_create, run_enqueue, run_log
 
-from .artifacts import remove_tree, scratch_dir
+from .artifacts import drop_tree, keep_tree, kept_tree, remove_tree, reuse_tree, scratch_dir
 from .choices import (
+    FAILED_STATUSES,
     PIPELINE_STEPS,
     STEP_BY_READY_STATUS,
     STEP_GIVE_UP_STATUS,
     VERSION_TRANSITIONS,
     VersionStatus,
 )
-from .models import ModelVersion, TestResult
+from .models import ModelVersion, TestResult, status_reason_for
 from .storage import artifact_store
 
 logger = logging.getLogger(__name__)
@@ -215,12 +216,15 @@ class PipelineStepPlan(Plan):
         elif version.status not in ready:
             # Not waiting for this step (finished or moved on meanwhile): the step skips.
             return
+        # A failure's reason belongs to the outcome it explains, not to the run that follows.
+        version.status_reason = ""
         _transition(
             version,
             self.spec["running"],
             reason=(
                 f"{self.step.capitalize()} started (attempt {run.attempts} of {self.max_attempts})."
             ),
+            fields=["status_reason"],
         )
         version_log(
             run=run,
@@ -260,12 +264,16 @@ class PipelineStepPlan(Plan):
             {"file": "", "line": None, "message": message},
         ]
         if version.status == self.spec["running"]:
+            to_status = STEP_GIVE_UP_STATUS[self.step]
+            version.status_reason = status_reason_for(
+                problems=[version.problems[-1]] if to_status in FAILED_STATUSES else []
+            )
             _transition(
                 version,
-                STEP_GIVE_UP_STATUS[self.step],
+                to_status,
                 reason=message,
                 action=AuditAction.VERSION_GIVE_UP,
-                fields=["problems"],
+                fields=["problems", "status_reason"],
             )
         elif version.status == self.spec["ready"]:
             # Never started (its messages were lost each time): it stays ready to retry.
@@ -311,6 +319,7 @@ class PipelineStepPlan(Plan):
             raise RetryableStepError(message) from exc
         finally:
             remove_tree(scratch)
+            _release_tree(version.pk)
 
     def work(self, version: ModelVersion, scratch: Path, ctx: RunContext) -> dict[str, Any]:
         raise NotImplementedError
@@ -351,9 +360,14 @@ class PipelineStepPlan(Plan):
 
 def _fetch_and_extract(version: ModelVersion, scratch: Path, log) -> Path:
     """The version's archive, checked against its sha256 and safely extracted; returns the
-    extraction folder. Raises UnsafeArchive for archives that break the limits."""
+    extraction folder, kept for the version's next steps on this worker (`kept_tree`).
+    Raises UnsafeArchive for archives that break the limits."""
     from toolkit.archive import ArchiveLimits, UnsafeArchive, safe_extract, sha256_file
 
+    kept = kept_tree(version.pk, version.content_sha256)
+    if reuse_tree(kept):
+        log("Reading the archive an earlier step extracted.")
+        return kept
     archive = scratch / "artifact"
     artifact_store().fetch(version.artifact_uri, archive)
     if sha256_file(archive) != version.content_sha256:
@@ -365,7 +379,17 @@ def _fetch_and_extract(version: ModelVersion, scratch: Path, log) -> Path:
     files = safe_extract(archive, extracted, limits)
     archive.unlink(missing_ok=True)
     log(f"Extracted {len(files)} files.")
-    return extracted
+    return keep_tree(extracted, kept)
+
+
+def _release_tree(version_id: int) -> None:
+    """Remove the version's kept extraction once no later step reads it (packaged, invalid,
+    tests failed, or the version is gone)."""
+    row = ModelVersion.objects.filter(pk=version_id).values("status", "content_sha256").first()
+    if row is None:
+        return
+    if row["status"] == VersionStatus.PACKAGED or row["status"] in FAILED_STATUSES:
+        drop_tree(kept_tree(version_id, row["content_sha256"]))
 
 
 class ValidatePlan(PipelineStepPlan):
@@ -390,7 +414,11 @@ class ValidatePlan(PipelineStepPlan):
             return self.finish(
                 ctx,
                 VersionStatus.INVALID,
-                fields={"problems": [problem], "repository_summary": {}},
+                fields={
+                    "problems": [problem],
+                    "repository_summary": {},
+                    "status_reason": status_reason_for(problems=[problem]),
+                },
                 reason=f"Unsafe archive: {exc}",
             )
         report = validate_repository(extracted, extra_test_cases=version.test_cases)
@@ -400,7 +428,11 @@ class ValidatePlan(PipelineStepPlan):
             return self.finish(
                 ctx,
                 VersionStatus.INVALID,
-                fields={"problems": problems, "repository_summary": report.summary},
+                fields={
+                    "problems": problems,
+                    "repository_summary": report.summary,
+                    "status_reason": status_reason_for(problems=problems),
+                },
                 reason=f"{len(problems)} problem(s) found.",
             )
         models = report.summary.get("models", [])
@@ -411,7 +443,7 @@ class ValidatePlan(PipelineStepPlan):
         return self.finish(
             ctx,
             VersionStatus.VALIDATED,
-            fields={"problems": [], "repository_summary": report.summary},
+            fields={"problems": [], "repository_summary": report.summary, "status_reason": ""},
             reason="No problems found.",
             next_step="test",
         )
@@ -429,7 +461,13 @@ class TestPlan(PipelineStepPlan):
 
         extracted = _fetch_and_extract(version, scratch, ctx.log)
         root = find_repository_root(extracted) or extracted
-        outcome = run_tests(root, summary=version.repository_summary, scratch=scratch, log=ctx.log)
+        outcome = run_tests(
+            root,
+            summary=version.repository_summary,
+            scratch=scratch,
+            log=ctx.log,
+            version_id=version.pk,
+        )
         results = [
             TestResult(
                 name=r.name[:200],
@@ -447,7 +485,7 @@ class TestPlan(PipelineStepPlan):
             return self.finish(
                 ctx,
                 VersionStatus.TESTED,
-                fields={"problems": []},
+                fields={"problems": [], "status_reason": ""},
                 reason=f"{len(results)} test(s) passed.",
                 results=results,
                 next_step="package",
@@ -461,7 +499,14 @@ class TestPlan(PipelineStepPlan):
         return self.finish(
             ctx,
             VersionStatus.TEST_FAILED,
-            fields={"problems": outcome.problems},
+            fields={
+                "problems": outcome.problems,
+                "status_reason": status_reason_for(
+                    problems=outcome.problems,
+                    failed_cases=[(r.name, r.message) for r in failed],
+                    total_cases=len(results),
+                ),
+            },
             reason=reason,
             results=results,
         )

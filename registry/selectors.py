@@ -20,6 +20,7 @@ LIST_COLUMNS = [
     "version",
     "status",
     "status_changed_at",
+    "status_reason",
     "description",
     "artifact_source",
     "source_uri",

@@ -9,6 +9,10 @@ from portal.parsers import JSONInputError, json_loads_bounded
 
 from ..lineage import MAX_TAG_LENGTH, MAX_TAGS
 from ..models import ModelVersion, RegisteredModel, TestResult, model_name_validator
+from ..validation.schema import openapi_schema
+
+# Where the JSON Schema of berth.yaml is served (registry.api.urls), for descriptions.
+BERTH_SCHEMA_URL = "/api/v1/schemas/berth.yaml.json"
 
 # Version numbers are PostgreSQL integers.
 MAX_VERSION = 2**31 - 1
@@ -41,6 +45,28 @@ class JSONObjectOrStringField(serializers.Field):
 
     def to_representation(self, value):
         return value
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            openapi_schema("testCases"),
+            {
+                "type": "string",
+                "description": "The same list as JSON text: what a multipart form sends. "
+                "An empty string means no cases.",
+            },
+        ],
+        "externalDocs": {"description": "berth.yaml's JSON Schema", "url": BERTH_SCHEMA_URL},
+    },
+    component_name="BerthTestCases",
+)
+class TestCasesField(JSONObjectOrStringField):
+    """Test cases in berth.yaml's `tests:` shape: a list of case objects, or (multipart) its
+    JSON text. Their checks run in the validate step, with the archive's own cases."""
+
+    def __init__(self, **kwargs):
+        super().__init__(expect=list, **kwargs)
 
 
 class RegisteredModelSerializer(serializers.ModelSerializer):
@@ -123,6 +149,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "version",
             "status",
             "status_changed_at",
+            "status_reason",
             "description",
             "artifact_source",
             "source_uri",
@@ -171,6 +198,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "version": obj.version,
             "status": obj.status,
             "status_changed_at": _DATETIME.to_representation(obj.status_changed_at),
+            "status_reason": obj.status_reason,
             "description": obj.description,
             "artifact_source": obj.artifact_source,
             "source_uri": obj.source_uri,
@@ -254,11 +282,12 @@ class VersionRegisterSerializer(serializers.Serializer):
         help_text="source_repository, source_commit, dataset_uri, dataset_version, training_job, "
         "parent ('model:version'), metrics {name: number}, frameworks [..], tags [..].",
     )
-    test_cases = JSONObjectOrStringField(
-        expect=list,
+    test_cases = TestCasesField(
         required=False,
         default=list,
-        help_text="Test cases in berth.yaml's shape, run in addition to the archive's.",
+        help_text="Test cases in berth.yaml's `tests:` shape, run in addition to the archive's: "
+        f"a list of cases, or its JSON text in a multipart form. JSON Schema: {BERTH_SCHEMA_URL} "
+        "(`$defs/testCases`).",
     )
     description = StrictCharField(required=False, allow_blank=True, default="")
     version = serializers.IntegerField(

@@ -40,4 +40,5 @@ urlpatterns = [
         name="version-retry",
     ),
     path("versions/", views.VersionList.as_view(), name="all-versions"),
+    path("schemas/berth.yaml.json", views.berth_schema_document, name="berth-schema"),
 ]

@@ -1,6 +1,9 @@
 """Registry API v1: models, versions, registration."""
 
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
+from django.views.decorators.cache import cache_control
+from django.views.decorators.http import etag, require_safe
 from drf_spectacular.utils import (
     OpenApiParameter,
     extend_schema,
@@ -20,7 +23,9 @@ from .. import selectors, services
 from ..artifacts import check_request_size
 from ..filtersets import ModelVersionFilterSet, RegisteredModelFilterSet
 from ..models import ModelVersion, RegisteredModel, model_name_validator
+from ..validation.schema import berth_schema_bytes, berth_schema_etag
 from .serializers import (
+    BERTH_SCHEMA_URL,
     ModelCreateSerializer,
     ModelVersionDetailSerializer,
     ModelVersionSerializer,
@@ -129,7 +134,11 @@ class VersionList(generics.ListAPIView):
             "`lineage` (an object). Answers 201 with the version, which is then validated, "
             "tested and packaged by workers: poll it until `in_progress` is false. 409 when the "
             "same content is already registered (`existing_version` names it) or `version` "
-            "exists; 413 when the archive is over the upload limit."
+            "exists; 413 when the archive is over the upload limit. `berth.yaml` in the "
+            "archive and `test_cases` follow the JSON Schema at "
+            f"[{BERTH_SCHEMA_URL}]({BERTH_SCHEMA_URL}). A version that ends `invalid` or "
+            "`test_failed` says why in `status_reason` (one line); `problems` and "
+            "`test_results` hold the rest."
         ),
         tags=["registry"],
         parameters=[MODEL_NAME],
@@ -204,3 +213,13 @@ class VersionRetry(generics.GenericAPIView):
         services.version_retry(actor=request.user, version=found, source=Source.API)
         found = selectors.version_get(name=name, version=version)
         return Response(ModelVersionDetailSerializer(found).data, status=status.HTTP_202_ACCEPTED)
+
+
+# The schema is public (it describes a file format, not data) and changes only with a
+# release: anyone may read it, caches may keep it an hour, and an ETag revalidates it.
+@require_safe
+@cache_control(public=True, max_age=3600)
+@etag(lambda request: berth_schema_etag())
+def berth_schema_document(request: HttpRequest) -> HttpResponse:
+    """The JSON Schema of berth.yaml (draft 2020-12)."""
+    return HttpResponse(berth_schema_bytes(), content_type="application/schema+json")

@@ -264,3 +264,21 @@ def test_the_version_page_warns_when_sagemaker_would_serve_the_package_by_chance
         },
     )
     assert 'id="sagemaker-ambiguous"' not in browser.get(single.get_absolute_url()).content.decode()
+
+
+def test_the_version_page_says_why_a_version_failed(browser, model):
+    reason = "1 of 3 test cases failed: `wrong`: PROBABILITIES[0]: got 0.999735, expected 0.1."
+    failed = ModelVersionFactory(
+        model=model, version=1, status=VersionStatus.TEST_FAILED, status_reason=reason
+    )
+    page = browser.get(failed.get_absolute_url()).content.decode()
+    assert 'id="status-reason"' in page and "`wrong`: PROBABILITIES[0]: got 0.999735" in page
+    passed = ModelVersionFactory(model=model, version=2, status=VersionStatus.TESTED)
+    assert 'id="status-reason"' not in browser.get(passed.get_absolute_url()).content.decode()
+
+
+def test_the_upload_page_explains_berth_yaml(browser, model):
+    page = browser.get(reverse("registry:version-upload", kwargs={"name": "iris"}))
+    html = page.content.decode()
+    assert 'id="berth-yaml-help"' in html and "model: demo_ensemble" in html
+    assert f'href="{reverse("registry-api:berth-schema")}"' in html

@@ -210,13 +210,15 @@ def check_test_cases(
     *,
     models: dict,
     entry_model: str | None,
+    loaded: list[str] | None = None,
     file: str,
     lines: dict[Path_, int] | None = None,
     base: Path_ = (),
 ) -> list[Problem]:
     """Problems with test cases against the repository's models: the model each case calls
-    exists, its inputs are the model's inputs (all required ones given), and every expected
-    tensor is one of its outputs. `models` maps name -> ModelInfo."""
+    exists and is loaded when the package serves (`loaded`: the entry model, then its ensemble
+    steps; None when not known), its inputs are the model's inputs (all required ones given),
+    and every expected tensor is one of its outputs. `models` maps name -> ModelInfo."""
     problems: list[Problem] = []
     for index, case in enumerate(cases):
         if not isinstance(case, dict):
@@ -231,6 +233,20 @@ def check_test_cases(
                 Problem(
                     file,
                     f"{label}: model {model_name!r} is not in the repository.",
+                    line_of(lines, base + (index, "model")),
+                )
+            )
+            continue
+        if loaded and model_name not in loaded:
+            steps = ", ".join(loaded[1:])
+            problems.append(
+                Problem(
+                    file,
+                    f"{label}: model {model_name!r} is not loaded when this package serves: "
+                    f"SageMaker's Triton loads {loaded[0]!r}"
+                    + (f" and its ensemble's steps ({steps})" if steps else "")
+                    + " and nothing else of the package. Call "
+                    + ("one of those." if steps else f"{loaded[0]!r}."),
                     line_of(lines, base + (index, "model")),
                 )
             )
