@@ -7,6 +7,7 @@ from django import forms
 
 from .choices import DEFAULT_GPU_INSTANCE_TYPE, GPU_INSTANCE_TYPES, Backend
 from .models import Endpoint, Environment, endpoint_name_validator
+from .services.endpoints import ENDPOINT_FIELDS
 
 
 class MemorySizeField(forms.IntegerField):
@@ -134,8 +135,70 @@ class ReviewForm(forms.Form):
     comment = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
 
 
-class EndpointForm(forms.Form):
-    """A new endpoint, outside the wizard (admins only; the service says so)."""
+class AlarmNamesField(forms.CharField):
+    """CloudWatch alarm names, one a line (a name may hold a comma), cleaned to a list."""
+
+    widget = forms.Textarea(attrs={"rows": 2})
+
+    def to_python(self, value):
+        text = super().to_python(value) or ""
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+    def prepare_value(self, value):
+        return "\n".join(value) if isinstance(value, list) else value
+
+
+class RolloutFields(forms.Form):
+    """How a SageMaker endpoint's changes roll out (its deployment guardrails); SageMaker's
+    bounds are checked by the endpoint service."""
+
+    rollout_traffic = forms.ChoiceField(
+        choices=Endpoint._meta.get_field("rollout_traffic").choices,
+        initial="ALL_AT_ONCE",
+        required=False,
+        label="Traffic shifting",
+        help_text="Blue/green: the new fleet is provisioned beside the old one, which keeps "
+        "serving until traffic has moved.",
+    )
+    rollout_step_type = forms.ChoiceField(
+        choices=Endpoint._meta.get_field("rollout_step_type").choices,
+        initial="CAPACITY_PERCENT",
+        required=False,
+        label="Step counted in",
+    )
+    rollout_step_size = forms.IntegerField(
+        min_value=1,
+        required=False,
+        label="Canary or linear step",
+        help_text="Canary: at most 50% of the fleet; linear: 10-50%.",
+    )
+    rollout_wait_seconds = forms.IntegerField(
+        min_value=0,
+        max_value=3600,
+        required=False,
+        initial=0,
+        label="Baking period per step (s)",
+    )
+    rollout_termination_wait_seconds = forms.IntegerField(
+        min_value=0,
+        max_value=3600,
+        required=False,
+        initial=0,
+        label="Keep the old fleet after the last step (s)",
+    )
+    rollout_timeout_seconds = forms.IntegerField(
+        min_value=600, max_value=28800, required=False, label="Update timeout (s)"
+    )
+    rollback_alarms = AlarmNamesField(
+        required=False,
+        label="Auto-rollback alarms",
+        help_text="CloudWatch alarm names in the endpoint's region, one a line (up to 10).",
+    )
+
+
+class EndpointForm(RolloutFields):
+    """A new endpoint, outside the wizard (admins only; the service says so). Its rollout
+    settings (SageMaker only) come last."""
 
     name = forms.CharField(max_length=63, validators=[endpoint_name_validator])
     environment = forms.ModelChoiceField(queryset=Environment.objects.all(), to_field_name="name")
@@ -161,6 +224,9 @@ class EndpointForm(forms.Form):
         label="Triton image URI",
         help_text="Empty: the SageMaker Triton image of the region.",
     )
+
+    # In the order the service lists an endpoint's settings (names the form lacks are skipped).
+    field_order = ["name", "environment", "backend", *ENDPOINT_FIELDS]
 
 
 class DecisionForm(forms.Form):

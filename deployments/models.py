@@ -8,9 +8,10 @@ from urllib.parse import urlparse
 from django.conf import settings
 from django.contrib.contenttypes.fields import GenericRelation
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 from django.urls import reverse
 
 from registry.models import ModelVersion, RegisteredModel
@@ -63,6 +64,21 @@ def validate_bucket_list(value) -> None:
 
 def validate_role_arn_list(value) -> None:
     _validate_list(value, ROLE_ARN_PATTERN, "IAM role ARN")
+
+
+# CloudWatch alarm names as SageMaker's AutoRollbackConfiguration takes them: 1 to 10 names,
+# each 1-255 characters, not blank.
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_AutoRollbackConfig.html
+ALARM_NAME_PATTERN = re.compile(r"^(?!\s*$)[^\x00-\x1f]{1,255}$")
+ROLLBACK_ALARMS_MAX = 10
+
+
+def validate_alarm_list(value) -> None:
+    _validate_list(value, ALARM_NAME_PATTERN, "CloudWatch alarm name")
+    if len(value) > ROLLBACK_ALARMS_MAX:
+        raise ValidationError(f"At most {ROLLBACK_ALARMS_MAX} alarms.")
+    if len(set(value)) != len(value):
+        raise ValidationError("Each alarm once.")
 
 
 class Environment(models.Model):
@@ -199,6 +215,62 @@ class Endpoint(models.Model):
     scale_in_cooldown_seconds = models.PositiveIntegerField(default=300)
     scale_out_cooldown_seconds = models.PositiveIntegerField(default=60)
 
+    # How SageMaker rolls out a change of the endpoint's configuration (UpdateEndpoint's
+    # DeploymentConfig): a blue/green update that shifts traffic all at once, as a canary
+    # then the rest, or in linear steps; each step bakes `rollout_wait_seconds` while the
+    # alarms are watched, and any alarm in ALARM rolls the update back. Bounds are AWS's.
+    # https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-blue-green.html
+    rollout_traffic = models.CharField(
+        max_length=16,
+        choices=[
+            ("ALL_AT_ONCE", "Blue/green, all at once"),
+            ("CANARY", "Blue/green, canary then the rest"),
+            ("LINEAR", "Blue/green, linear steps"),
+        ],
+        default="ALL_AT_ONCE",
+        blank=True,
+        help_text="How an endpoint change shifts traffic to the new fleet.",
+    )
+    rollout_step_type = models.CharField(
+        max_length=16,
+        choices=[("CAPACITY_PERCENT", "% of the fleet"), ("INSTANCE_COUNT", "instances")],
+        default="CAPACITY_PERCENT",
+        blank=True,
+        help_text="What the canary or linear step size counts.",
+    )
+    rollout_step_size = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Canary or linear step: a canary is at most 50% of the fleet, a linear step "
+        "10-50%.",
+    )
+    rollout_wait_seconds = models.PositiveIntegerField(
+        default=0,
+        blank=True,
+        validators=[MaxValueValidator(3600)],
+        help_text="Baking period after each traffic step, while the alarms are watched (0-3600 s).",
+    )
+    rollout_termination_wait_seconds = models.PositiveIntegerField(
+        default=0,
+        blank=True,
+        validators=[MaxValueValidator(3600)],
+        help_text="How long the old fleet stays after the last step (0-3600 s).",
+    )
+    rollout_timeout_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(600), MaxValueValidator(28800)],
+        help_text="Longest the whole update may take (600-28800 s); empty: SageMaker's default.",
+    )
+    rollback_alarms = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_alarm_list],
+        help_text="CloudWatch alarms (up to 10, in the endpoint's region) that roll an update "
+        "back when they go to ALARM.",
+    )
+
     class Meta:
         ordering = ["environment__order", "name"]
         constraints = [
@@ -212,6 +284,13 @@ class Endpoint(models.Model):
                 fields=["backend", "target_name"],
                 name="one_endpoint_per_backend_target",
                 violation_error_message="Another endpoint of this backend maps to this name.",
+            ),
+            # SageMaker endpoint names are case-insensitive: `Prod` and `prod` are one there.
+            models.UniqueConstraint(
+                Lower("target_name"),
+                condition=Q(backend="sagemaker"),
+                name="one_endpoint_per_sagemaker_name_any_case",
+                violation_error_message="Another endpoint maps to this SageMaker name in some case.",
             ),
             models.CheckConstraint(
                 condition=Q(target_name__regex=ENDPOINT_NAME_PATTERN),

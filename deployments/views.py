@@ -39,6 +39,7 @@ from .forms import (
     ReviewForm,
 )
 from .models import Endpoint, Environment, PromotionRequest
+from .services.endpoints import endpoint_change_preview
 
 WIZARD_KEY = "deploy_wizard"
 WIZARD_STEPS = ["Version", "Endpoint", "Autoscaling", "Review"]
@@ -98,8 +99,27 @@ def endpoint_detail(request: HttpRequest, name: str) -> HttpResponse:
             "deployments": selectors.deployment_list(filters={"endpoint": endpoint})[:20],
             "load_tests": loadtest_list(endpoint=endpoint)[:20],
             "nav_section": "endpoints",
+            **_sagemaker_context(endpoint),
         },
     )
+
+
+def _sagemaker_context(endpoint: Endpoint) -> dict[str, Any]:
+    """A SageMaker endpoint's hourly cost (configured count, and autoscaling's maximum) and
+    how its changes roll out, in words."""
+    if endpoint.backend != Backend.SAGEMAKER:
+        return {}
+    from .backends.sagemaker.guardrails import GUARDRAILS_DOC, NOT_OFFERED, describe_rollout
+    from .backends.sagemaker.pricing import PRICE_NOTE, hourly_cost
+
+    return {
+        "hourly_cost": hourly_cost(endpoint),
+        "hourly_cost_max": hourly_cost(endpoint, endpoint.autoscaling_max_instances),
+        "price_note": PRICE_NOTE,
+        "rollout_policy": describe_rollout(endpoint),
+        "rollout_not_offered": NOT_OFFERED,
+        "guardrails_doc": GUARDRAILS_DOC,
+    }
 
 
 @login_required
@@ -520,6 +540,8 @@ def _wizard_review_step(request: HttpRequest, data: dict[str, Any]) -> HttpRespo
             "live": live,
             "autoscaling": autoscaling,
             "changes": _wizard_changes(version, target, new, live, autoscaling, needs_approval),
+            # What the deployment rolls out on the SageMaker endpoint itself, if anything.
+            "endpoint_change": endpoint_change_preview(endpoint=endpoint) if endpoint else None,
             # What the deployment will run: the backend's own plan, step by step.
             "plan": backend_for(target).plan(target),
             "lineage_diff": selectors.lineage_diff(live.version if live else None, version),

@@ -112,6 +112,28 @@ class EndpointCreateSerializer(serializers.Serializer):
     target_invocations_per_instance = serializers.IntegerField(required=False, min_value=1)
     scale_in_cooldown_seconds = serializers.IntegerField(required=False, min_value=0)
     scale_out_cooldown_seconds = serializers.IntegerField(required=False, min_value=0)
+    # How a change of a SageMaker endpoint rolls out (bounds and alarms: the service checks).
+    rollout_traffic = serializers.ChoiceField(
+        choices=Endpoint._meta.get_field("rollout_traffic").choices,
+        required=False,
+        allow_blank=True,
+    )
+    rollout_step_type = serializers.ChoiceField(
+        choices=Endpoint._meta.get_field("rollout_step_type").choices,
+        required=False,
+        allow_blank=True,
+    )
+    rollout_step_size = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    rollout_wait_seconds = serializers.IntegerField(required=False, min_value=0, max_value=3600)
+    rollout_termination_wait_seconds = serializers.IntegerField(
+        required=False, min_value=0, max_value=3600
+    )
+    rollout_timeout_seconds = serializers.IntegerField(
+        required=False, allow_null=True, min_value=600, max_value=28800
+    )
+    rollback_alarms = serializers.ListField(
+        child=serializers.CharField(max_length=255), required=False, max_length=10
+    )
 
 
 class StepSerializer(RunStepSerializer):

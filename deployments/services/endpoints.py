@@ -48,6 +48,13 @@ ENDPOINT_FIELDS = (
     "target_invocations_per_instance",
     "scale_in_cooldown_seconds",
     "scale_out_cooldown_seconds",
+    "rollout_traffic",
+    "rollout_step_type",
+    "rollout_step_size",
+    "rollout_wait_seconds",
+    "rollout_termination_wait_seconds",
+    "rollout_timeout_seconds",
+    "rollback_alarms",
 )
 # What may change on an existing endpoint: its name (the portal's key, part of its SageMaker
 # model and configuration names) and backend stay.
@@ -61,6 +68,15 @@ def endpoint_check(*, endpoint: Endpoint) -> None:
     its fields; `endpoint_create` and `endpoint_update` call it before they write."""
     endpoint.name = (endpoint.name or "").strip()
     endpoint.target_name = (endpoint.target_name or "").strip() or endpoint.name
+    # Rollout settings left empty (a form that does not show them) mean their defaults.
+    for field in (
+        "rollout_traffic",
+        "rollout_step_type",
+        "rollout_wait_seconds",
+        "rollout_termination_wait_seconds",
+    ):
+        if getattr(endpoint, field) in (None, ""):
+            setattr(endpoint, field, Endpoint._meta.get_field(field).get_default())
     if endpoint.backend == Backend.SAGEMAKER:
         from ..backends.sagemaker import (
             UnknownImageRegion,
@@ -96,6 +112,7 @@ def endpoint_check(*, endpoint: Endpoint) -> None:
         if refusals:
             field, message = next(iter(refusals.items()))
             raise ServiceError(message, field=field, code="not_allowed")
+        _check_rollout(endpoint)
     else:
         # GPU type and count are SageMaker's; a local endpoint serves on this machine.
         endpoint.instance_type = ""
@@ -134,6 +151,33 @@ def endpoint_check(*, endpoint: Endpoint) -> None:
             field="target_name",
             code="target_taken",
         )
+
+
+def _check_rollout(endpoint: Endpoint) -> None:
+    """The endpoint's deployment guardrails as SageMaker would take them, and its rollback
+    alarms as CloudWatch has them in the endpoint's region (DescribeAlarms)."""
+    from ..backends.sagemaker.guardrails import missing_alarms, rollout_problems
+
+    try:
+        endpoint.full_clean(validate_constraints=False)
+    except ValidationError as exc:
+        raise _validation_error(exc) from exc
+    for field, problem in rollout_problems(endpoint).items():
+        raise ServiceError(problem, field=field, code="invalid_rollout")
+    if endpoint.rollback_alarms:
+        from portal import aws
+
+        cloudwatch = aws.client("cloudwatch", region_name=endpoint.region)
+        missing = _aws_call(
+            "Reading the rollback alarms", missing_alarms, cloudwatch, endpoint.rollback_alarms
+        )
+        if missing:
+            raise ServiceError(
+                f"CloudWatch has no alarm {', '.join(missing)} in {endpoint.region}; create it "
+                "first (SageMaker rolls an update back when one of these alarms fires).",
+                field="rollback_alarms",
+                code="unknown_alarm",
+            )
 
 
 def _endpoint_save(endpoint: Endpoint, **kwargs: Any) -> None:
@@ -341,6 +385,53 @@ def _aws_call(what: str, call, *args: Any, **kwargs: Any) -> Any:
         raise ServiceError(f"{what} failed in AWS: {exc}", code="aws_error") from exc
 
 
+def endpoint_change_preview(*, endpoint: Endpoint) -> dict[str, Any] | None:
+    """What the next deployment to a SageMaker endpoint rolls out, for the wizard's review:
+    the current configuration (DescribeEndpoint, DescribeEndpointConfig, DescribeModel)
+    against the endpoint's settings, each difference, the guardrail policy of the update, and
+    `summary`, the sentence that says it. None for local endpoints. AWS that cannot be asked
+    is said so in `error`, not raised: the review still shows the rest."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ..backends.base import DeploymentStepError
+
+    if endpoint.backend != Backend.SAGEMAKER or endpoint.pk is None:
+        return None
+    backend = _sagemaker_backend(endpoint)
+    try:
+        change = backend.endpoint_change(endpoint)
+    except (ClientError, BotoCoreError, DeploymentStepError) as exc:
+        return {
+            "error": f"The current configuration of {endpoint.target_name} could not be read "
+            f"from AWS: {exc}",
+            "changes": [],
+            "policy": "",
+            "summary": "",
+        }
+    name = endpoint.target_name
+    if not change["exists"]:
+        change["summary"] = (
+            f"Create SageMaker endpoint {name}: {endpoint.initial_instance_count} × "
+            f"{endpoint.instance_type} (first deployment; no update, no guardrails)."
+        )
+    elif change["status"] == "Failed":
+        change["summary"] = (
+            f"SageMaker endpoint {name} is Failed: recover it first; the deployment would stop."
+        )
+    elif not change["changes"]:
+        change["summary"] = f"No endpoint change: {name} keeps {change['config']}."
+    else:
+        what = ", ".join(
+            f"{c['label'].lower()} {c['current'] or '—'} → {c['new']}" for c in change["changes"]
+        )
+        change["summary"] = (
+            f"Update SageMaker endpoint {name} from {change['config']} to a new endpoint "
+            f"configuration ({what}); it stays in service during the update. {change['policy']}"
+        )
+    change["error"] = ""
+    return change
+
+
 def _require_operate(actor, endpoint: Endpoint) -> None:
     """Who recovers an endpoint: whoever deploys to it; where deployments need approval,
     admins only (the rule `endpoint_update_autoscaling` follows)."""
@@ -404,6 +495,14 @@ def endpoint_decommission(
             code="deployment_running",
         )
     deleted = _aws_call(f"Decommissioning {endpoint.name}", backend.decommission, endpoint)
+    from ..backends.sagemaker.pricing import hourly_cost
+
+    # What no longer bills, as the confirmation said it (kept in the audit record).
+    deleted["hourly_cost_stopped"] = (
+        str(hourly_cost(endpoint, deleted.get("instance_count") or None))
+        if deleted.get("endpoint")
+        else ""
+    )
     with transaction.atomic():
         locked = Endpoint.objects.select_for_update(of=("self",)).get(pk=endpoint.pk)
         now = timezone.now()

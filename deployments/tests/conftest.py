@@ -1,3 +1,5 @@
+import json
+
 import boto3
 import pytest
 from moto import mock_aws
@@ -67,4 +69,49 @@ def aws(monkeypatch, settings):
     settings.AWS_ENDPOINT_URL = ""
     with mock_aws():
         boto3.client("s3", region_name=AWS_REGION).create_bucket(Bucket="berth-models")
+        sagemaker_execution_role(monkeypatch)
         yield
+
+
+def sagemaker_execution_role(monkeypatch, name: str = "berth-sagemaker") -> str:
+    """The execution role the factories' SageMaker endpoints name, trusting SageMaker, as
+    the deployment preflight reads it. moto does not implement iam:SimulatePrincipalPolicy:
+    here it answers what IAM answers a principal allowed to pass the role (the refusals are
+    contract tests with botocore's Stubber)."""
+    from moto.iam.responses import IamResponse
+
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "sagemaker.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    iam = boto3.client("iam", region_name="us-east-1")
+    arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+
+    def simulate_principal_policy(self):
+        from moto.core.responses import ActionResult
+
+        action = self._get_param("ActionNames")[0]
+        return ActionResult(
+            {
+                "EvaluationResults": [
+                    {
+                        "EvalActionName": action,
+                        "EvalResourceName": resource,
+                        "EvalDecision": "allowed",
+                    }
+                    for resource in self._get_param("ResourceArns")
+                ],
+                "IsTruncated": False,
+            }
+        )
+
+    monkeypatch.setattr(
+        IamResponse, "simulate_principal_policy", simulate_principal_policy, raising=False
+    )
+    return arn

@@ -9,6 +9,7 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+import boto3
 import factory
 import numpy as np
 from django.contrib.auth import get_user_model
@@ -181,3 +182,17 @@ def seed_reference_data() -> None:
         "deployments.migrations.0003_endpoint_target_allowlists"
     ).grant_configure_permission(apps, None)
     import_module("deployments.migrations.0004_deployment_runs").grant_run_permissions(apps, None)
+
+
+def put_alarm(name: str) -> None:
+    """A CloudWatch alarm in the test region (moto), for rollback guardrails."""
+    boto3.client("cloudwatch", region_name=AWS_REGION).put_metric_alarm(
+        AlarmName=name,
+        MetricName="Invocation5XXErrors",
+        Namespace="AWS/SageMaker",
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1.0,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+    )

@@ -17,6 +17,7 @@ from .factories import (
     allow,
     environment,
     packaged_version,
+    put_alarm,
     queue_answer,
     run,
     sagemaker_endpoint,
@@ -173,6 +174,44 @@ def test_endpoints_create_list_retrieve(platform_admin, aws):
         format="json",
     )
     assert bad.status_code == 400 and bad.json()["field"] == "execution_role_arn"
+
+
+def test_endpoints_take_their_rollout_guardrails_over_the_api(platform_admin, aws):
+    ci = client_for(platform_admin)
+    allow(
+        environment("staging"),
+        s3_prefix="s3://berth-models/",
+        role="arn:aws:iam::123456789012:role/r",
+    )
+    put_alarm("sm-canary-errors")
+    fields = {
+        "environment": "staging",
+        "backend": "sagemaker",
+        "instance_type": "ml.g5.xlarge",
+        "execution_role_arn": "arn:aws:iam::123456789012:role/r",
+        "s3_prefix": "s3://berth-models/canary/",
+        "rollout_traffic": "CANARY",
+        "rollout_step_size": 25,
+        "rollout_wait_seconds": 300,
+    }
+    missing = ci.post(
+        "/api/v1/endpoints/",
+        {"name": "sm-canary", **fields, "rollback_alarms": ["no-such-alarm"]},
+        format="json",
+    )
+    assert missing.status_code == 400 and missing.json()["field"] == "rollback_alarms"
+    created = ci.post(
+        "/api/v1/endpoints/",
+        {"name": "sm-canary", **fields, "rollback_alarms": ["sm-canary-errors"]},
+        format="json",
+    )
+    assert created.status_code == 201, created.json()
+    answer = ci.get("/api/v1/endpoints/sm-canary/").json()
+    assert (answer["rollout_traffic"], answer["rollout_step_size"], answer["rollback_alarms"]) == (
+        "CANARY",
+        25,
+        ["sm-canary-errors"],
+    )
 
 
 def test_rollback_and_timeline(scientist, staging):

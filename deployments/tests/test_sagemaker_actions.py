@@ -59,6 +59,8 @@ def test_the_api_decommissions_with_a_reason_and_only_for_admins(
     body = answer.json()
     assert body["outcome"]["endpoint"] == "sm-staging"
     assert body["outcome"]["models"] == ["sm-staging-model"]
+    # What stopped billing: the instances it ran when deleted, at the list price.
+    assert body["outcome"]["hourly_cost_stopped"].endswith("× ml.g4dn.xlarge × $0.736/h = $0.74/h")
     assert sagemaker_endpoints() == []
     event = AuditEvent.objects.get(action=AuditAction.ENDPOINT_DECOMMISSION)
     assert (event.actor, event.reason, event.source) == (

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import boto3
 import pytest
+from django.db import IntegrityError, transaction
 
 from deployments import services
 from deployments.backends.sagemaker import (
@@ -91,6 +92,11 @@ def test_sagemaker_names_are_unique_whatever_their_case(platform_admin, staging)
     with pytest.raises(ServiceError) as error:
         create(platform_admin, staging, name="other", target_name="FRAUD")
     assert error.value.field == "target_name"
+    # The database holds the rule too, for writes that do not pass the service.
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Endpoint.objects.create(
+            name="fraud-2", environment=staging, backend="sagemaker", target_name="FRAUD"
+        )
 
 
 def test_a_region_without_a_known_image_needs_an_explicit_one(platform_admin, staging):

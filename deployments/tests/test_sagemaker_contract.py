@@ -6,6 +6,7 @@ The Stubber stands in for AWS only: the clients come from portal.aws as in produ
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import boto3
@@ -47,7 +48,7 @@ def stubs(monkeypatch, settings):
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         )
-        for service in ("sagemaker", "application-autoscaling")
+        for service in ("sagemaker", "application-autoscaling", "cloudwatch", "iam", "sts", "ecr")
     }
     stubbers = {service: Stubber(client) for service, client in clients.items()}
     monkeypatch.setattr("portal.aws.client", lambda service, **kwargs: clients[service])
@@ -150,6 +151,29 @@ def expect_resolved(stub: Stubber, backend, endpoint, *, old_config: dict | None
     return rolled
 
 
+def expect_current(stub: Stubber, backend, endpoint, old_variant: dict) -> None:
+    """The describes that read what the endpoint runs now: its configuration (with
+    `old_variant`) and that configuration's model."""
+    base = endpoint.sagemaker_config_name
+    stub.add_response(
+        "describe_endpoint_config",
+        described_config(base, old_variant),
+        {"EndpointConfigName": base},
+    )
+    model = old_variant["ModelName"]
+    stub.add_response(
+        "describe_model", described_model(backend, endpoint, model), {"ModelName": model}
+    )
+
+
+ALL_AT_ONCE = {
+    "BlueGreenUpdatePolicy": {
+        "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0},
+        "TerminationWaitInSeconds": 0,
+    }
+}
+
+
 def test_a_changed_instance_type_rolls_out_through_update_endpoint(stubs, scientist):
     endpoint = sagemaker_endpoint(instance_type="ml.g5.xlarge")
     ctx, lines = context(endpoint, scientist)
@@ -165,6 +189,7 @@ def test_a_changed_instance_type_rolls_out_through_update_endpoint(stubs, scient
         described_endpoint(endpoint, "InService", endpoint.sagemaker_config_name),
         name,
     )
+    expect_current(sm, backend, endpoint, old)
     resource = "endpoint/sm-staging/variant/AllTraffic"
     target = {"ServiceNamespace": "sagemaker", "ResourceId": resource}
     scaling.add_response(
@@ -187,10 +212,16 @@ def test_a_changed_instance_type_rolls_out_through_update_endpoint(stubs, scient
     scaling.add_response(
         "deregister_scalable_target", {}, target | {"ScalableDimension": SCALABLE_DIMENSION}
     )
+    # The same count: the fleet keeps what autoscaling gave it; blue/green, all at once.
     sm.add_response(
         "update_endpoint",
         {"EndpointArn": described_endpoint(endpoint, "Updating", config)["EndpointArn"]},
-        name | {"EndpointConfigName": config},
+        name
+        | {
+            "EndpointConfigName": config,
+            "DeploymentConfig": ALL_AT_ONCE,
+            "RetainAllVariantProperties": True,
+        },
     )
     sm.add_response("describe_endpoint", described_endpoint(endpoint, "Updating", config), name)
     sm.add_response("describe_endpoint", described_endpoint(endpoint, "InService", config), name)
@@ -215,11 +246,19 @@ def test_an_update_sagemaker_rolled_back_fails_the_deployment(stubs, scientist):
     name = {"EndpointName": "sm-staging"}
     base = endpoint.sagemaker_config_name
     sm.add_response("describe_endpoint", described_endpoint(endpoint, "InService", base), name)
+    expect_current(sm, backend, endpoint, old)
     scaling.add_response("describe_scalable_targets", {"ScalableTargets": []}, None)
+    # The count changed: the new configuration's count wins over the one retained.
     sm.add_response(
         "update_endpoint",
         {"EndpointArn": described_endpoint(endpoint, "Updating", config)["EndpointArn"]},
-        None,
+        name
+        | {
+            "EndpointConfigName": config,
+            "DeploymentConfig": ALL_AT_ONCE,
+            "RetainAllVariantProperties": True,
+            "ExcludeRetainedVariantProperties": [{"VariantPropertyType": "DesiredInstanceCount"}],
+        },
     )
     sm.add_response("describe_endpoint", described_endpoint(endpoint, "Updating", config), name)
     # RollingBack is waited through; the endpoint ends InService on the old configuration.
@@ -453,6 +492,7 @@ def test_decommissioning_deletes_what_bills_and_is_audited(stubs, scientist, pla
     assert event.data["configs"] == ["sm-staging-c-0a1b2c", "sm-staging-config"]
     assert event.data["models"] == ["sm-staging-model"]
     assert event.reason == "unused"
+    assert event.data["hourly_cost_stopped"] == "1 × ml.g4dn.xlarge × $0.736/h = $0.74/h"
 
 
 def test_decommissioning_production_is_for_approvers(stubs, scientist, approver):
@@ -461,6 +501,58 @@ def test_decommissioning_production_is_for_approvers(stubs, scientist, approver)
         services.endpoint_decommission(actor=scientist, endpoint=endpoint, reason="x")
     expect_decommission(stubs, endpoint)
     services.endpoint_decommission(actor=approver, endpoint=endpoint, reason="retired")
+
+
+def caller(stub, arn: str) -> None:
+    stub.add_response("get_caller_identity", {"UserId": "AIDA", "Account": ACCOUNT, "Arn": arn}, {})
+
+
+def role(stub, name: str = "berth-sagemaker") -> None:
+    stub.add_response(
+        "get_role",
+        {
+            "Role": {
+                "Path": "/",
+                "RoleName": name,
+                "RoleId": "AROAEXAMPLEEXAMPLE1",
+                "Arn": f"arn:aws:iam::{ACCOUNT}:role/{name}",
+                "CreateDate": "2026-01-01T00:00:00Z",
+                "AssumeRolePolicyDocument": json.dumps(
+                    {
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Principal": {"Service": ["sagemaker.amazonaws.com"]},
+                                "Action": ["sts:AssumeRole"],
+                            }
+                        ]
+                    }
+                ),
+            }
+        },
+        {"RoleName": name},
+    )
+
+
+def may_pass(stub, endpoint: Endpoint, principal: str) -> None:
+    stub.add_response(
+        "simulate_principal_policy",
+        {
+            "EvaluationResults": [
+                {
+                    "EvalActionName": "iam:PassRole",
+                    "EvalResourceName": endpoint.execution_role_arn,
+                    "EvalDecision": "allowed",
+                }
+            ]
+        },
+        {
+            "PolicySourceArn": principal,
+            "ActionNames": ["iam:PassRole"],
+            "ResourceArns": [endpoint.execution_role_arn],
+            "ContextEntries": ANY,
+        },
+    )
 
 
 def test_recovery_deletes_only_a_failed_endpoint(stubs, platform_admin):
@@ -479,11 +571,17 @@ def test_recovery_deletes_only_a_failed_endpoint(stubs, platform_admin):
         described_endpoint(endpoint, "Failed", endpoint.sagemaker_config_name, "Bad image"),
         name,
     )
+    # The preflight passes (role, PassRole; the SDK's image) before the endpoint is deleted.
+    principal = f"arn:aws:iam::{ACCOUNT}:user/berth"
+    caller(stubs["sts"], principal)
+    role(stubs["iam"])
+    may_pass(stubs["iam"], endpoint, principal)
     scaling.add_response("describe_scalable_targets", {"ScalableTargets": []}, None)
     sm.add_response("delete_endpoint", {}, name)
     services.endpoint_recover(actor=platform_admin, endpoint=endpoint)
     event = AuditEvent.objects.get(action=AuditAction.ENDPOINT_RECOVER)
     assert event.data["failure_reason"] == "Bad image"
+    assert event.data["preflight_unchecked"] == []
 
 
 def test_there_is_nothing_to_recover_where_sagemaker_has_no_endpoint(stubs, platform_admin):

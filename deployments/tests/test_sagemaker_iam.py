@@ -23,6 +23,9 @@ pytestmark = pytest.mark.django_db
 # IAM's prefix per botocore service, where they differ, and the IAM action an S3 operation
 # needs (HeadObject is authorised by s3:GetObject, a multipart upload by s3:PutObject).
 IAM_PREFIX = {"sagemaker-runtime": "sagemaker"}
+# Calls IAM authorises for everyone: "No permissions are required to perform this operation."
+# https://docs.aws.amazon.com/STS/latest/APIReference/API_GetCallerIdentity.html
+NO_PERMISSION_NEEDED = {"sts:GetCallerIdentity"}
 S3_ACTIONS = {
     "HeadObject": "GetObject",
     "CreateMultipartUpload": "PutObject",
@@ -78,10 +81,13 @@ def test_the_portal_policy_allows_every_call_berth_makes(aws, scientist, calls):
     SageMakerBackend().decommission(endpoint)
 
     portal_policy, execution_policy = readme_policies()
-    allowed = granted(portal_policy)
+    allowed = granted(portal_policy) | NO_PERMISSION_NEEDED
     assert calls, "no AWS call was observed"
+    assert {"iam:GetRole", "iam:SimulatePrincipalPolicy"} <= calls  # the preflight ran
     assert calls <= allowed, sorted(calls - allowed)
     # Calls only the Stubber contract tests reach (moto has no UpdateEndpoint, no Failed).
     assert {"sagemaker:UpdateEndpoint", "sagemaker:DeleteEndpoint"} <= allowed
+    # ...and a custom image's preflight (the SDK's Triton image is not described).
+    assert "ecr:DescribeImages" in allowed
     # The execution role reads packages and pulls the image; it creates nothing.
     assert not any(a.startswith("sagemaker:") for a in granted(execution_policy))

@@ -7,7 +7,9 @@ endpoint creates the model, the endpoint configuration (GPU instance type and co
 endpoint, waits for InService, and registers target-tracking autoscaling on
 `SageMakerVariantInvocationsPerInstance`; later deployments upload, and roll out a changed
 image, role, prefix, instance type or count as a new model and endpoint configuration
-through `UpdateEndpoint`.
+through `UpdateEndpoint` with the endpoint's deployment guardrails (`guardrails`). A
+preflight checks the role and image before SageMaker is asked for a model (`preflight`);
+`pricing` says what an endpoint costs by the hour.
 https://docs.aws.amazon.com/sagemaker/latest/dg/multi-model-endpoints.html
 https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-auto-scaling-add-policy.html
 

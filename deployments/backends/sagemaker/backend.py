@@ -30,6 +30,7 @@ from ..base import (
 from .calls import _already_exists, _describe, _digest, invoke_when_loaded
 from .lifecycle import EndpointLifecycle
 from .registry import ModelRegistryMirror
+from .rollout import EndpointRollout
 from .rules import _check_allowed, _check_choices, _image, package_problems, split_s3_uri
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ NOT_FOUND_RETRIES = 10
 NOT_FOUND_RETRY_SECONDS = 2.0
 
 
-class SageMakerBackend(ModelRegistryMirror, EndpointLifecycle, EndpointBackend):
+class SageMakerBackend(ModelRegistryMirror, EndpointLifecycle, EndpointRollout, EndpointBackend):
     """Deploys onto a SageMaker multi-model endpoint. The model and endpoint configuration
     are named after what the endpoint's settings ask for, so each step finds what an
     earlier (or concurrent) deployment created with the same settings and creates only
@@ -56,7 +57,7 @@ class SageMakerBackend(ModelRegistryMirror, EndpointLifecycle, EndpointBackend):
 
     def plan(self, endpoint: Endpoint) -> list[Step]:
         return [
-            Step("upload_package", "Check the endpoint's choices; upload the package"),
+            Step("upload_package", "Check the endpoint's choices, role and image; upload"),
             Step("ensure_model", "Create the multi-model SageMaker model (first deploy, change)"),
             Step(
                 "ensure_endpoint_config",
@@ -64,7 +65,8 @@ class SageMakerBackend(ModelRegistryMirror, EndpointLifecycle, EndpointBackend):
             ),
             Step(
                 "ensure_endpoint",
-                "Create or update the endpoint and wait for InService (first deploy, change)",
+                "Create the endpoint, or update it blue/green with its guardrails; wait for "
+                "InService (first deploy, change)",
             ),
             Step("ensure_autoscaling", "Register target-tracking autoscaling"),
             Step("register_model_package", "Mirror the version as a SageMaker model package"),
@@ -180,6 +182,16 @@ class SageMakerBackend(ModelRegistryMirror, EndpointLifecycle, EndpointBackend):
         refused = package_problems(version.repository_summary or {})
         if refused:
             raise DeploymentStepError(" ".join(refused))
+        sm = self._client(endpoint, "sagemaker")
+        if endpoint.provisioned_at is None or self.resolve_model(sm, endpoint)[0] is None:
+            # SageMaker is about to be asked for a model (and an endpoint): what would fail
+            # there fails here, before anything is uploaded or created.
+            checks = self.preflight(endpoint)
+            checks.raise_for_failures()
+            if checks.checked:
+                ctx.log("Preflight: " + "; ".join(checks.checked) + ".")
+            for unchecked in checks.unchecked:
+                ctx.log(f"Preflight did not check {unchecked}.", level="warning")
         bucket, prefix = split_s3_uri(endpoint.s3_prefix)
         s3 = self._client(endpoint, "s3")
         self._check_bucket_region(s3, bucket, endpoint)
@@ -395,25 +407,6 @@ class SageMakerBackend(ModelRegistryMirror, EndpointLifecycle, EndpointBackend):
             time.sleep(NOT_FOUND_RETRY_SECONDS)
         raise DeploymentStepError(
             f"SageMaker accepted endpoint {endpoint.target_name} but does not describe it."
-        )
-
-    def _roll_out(self, ctx: StepContext, sm, endpoint: Endpoint, described: dict, config: str):
-        """UpdateEndpoint to the configuration the endpoint's settings ask for. AWS wants
-        the variant deregistered from autoscaling first; `ensure_autoscaling` registers it
-        again once the endpoint is InService.
-        https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-auto-scaling-delete.html"""
-        if self.remove_autoscaling(endpoint):
-            ctx.log(f"Deregistered {endpoint.target_name}'s autoscaling for the update.")
-        try:
-            sm.update_endpoint(EndpointName=endpoint.target_name, EndpointConfigName=config)
-        except ClientError as exc:
-            self.apply_autoscaling(endpoint)
-            raise DeploymentStepError(
-                f"Updating endpoint {endpoint.target_name} to {config} failed: {exc}"
-            ) from exc
-        ctx.log(
-            f"Updating endpoint {endpoint.target_name} from "
-            f"{described.get('EndpointConfigName')} to {config}."
         )
 
     def _resource_id(self, endpoint: Endpoint) -> str:

@@ -36,6 +36,10 @@ class EndpointLifecycle:
             raise DeploymentStepError(
                 f"Endpoint {endpoint.target_name} is {status}, not Failed: nothing to recover."
             )
+        # A missing role or image is a common reason it failed; deleting it would only let
+        # the next deployment fail the same way.
+        checks = self.preflight(endpoint)
+        checks.raise_for_failures()
         self.remove_autoscaling(endpoint)
         sm.delete_endpoint(EndpointName=endpoint.target_name)
         return {
@@ -43,6 +47,7 @@ class EndpointLifecycle:
             "status": status,
             "failure_reason": described.get("FailureReason", ""),
             "config": described.get("EndpointConfigName", ""),
+            "preflight_unchecked": checks.unchecked,
         }
 
     def _own_names(self, endpoint: Endpoint, names: Iterator[str], base: str, marker: str):
@@ -59,6 +64,9 @@ class EndpointLifecycle:
         if described is not None:
             sm.delete_endpoint(EndpointName=endpoint.target_name)
         deleted["endpoint"] = endpoint.target_name if described is not None else ""
+        # What it ran when deleted (autoscaling may have moved it off the configured count).
+        variants = (described or {}).get("ProductionVariants") or [{}]
+        deleted["instance_count"] = variants[0].get("CurrentInstanceCount")
         configs = self._own_names(
             endpoint,
             (
