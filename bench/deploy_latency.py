@@ -11,8 +11,9 @@ CI token. The invocation is boto3's sagemaker-runtime client naming the model on
 gateway resolves the live version).
 
 Cases (`--case`, several allowed):
-- latency: register -> first successful invocation on staging <= 10 s; packaged version ->
-  first 200 <= 2 s (the demo ensemble, `--runs` times).
+- latency: register -> packaged <= 1.5 s and register -> first successful invocation on
+  staging <= 2.5 s (medians); packaged version -> first 200 <= 2 s (the demo ensemble,
+  `--runs` times).
 - queue: `--queue` registrations (30) queued at once, all packaged within 60 s; what the
   queue itself costs per step run (wall time less the steps' own time).
 - size: a Python model with `--size-mb` (256 and 1024) of random weights (incompressible,
@@ -295,12 +296,17 @@ class Bench:
 
         print(f"\nlatency: {runs} runs each (seconds):")
         label = "register -> first successful invocation on staging"
-        print(f"{label:55} {_stats(end_to_end)}  goal <= 10 s")
-        print(f"{'   of which register -> packaged':55} {_stats([p for p, _ in phases])}")
+        to_packaged = [p for p, _ in phases]
+        print(f"{label:55} {_stats(end_to_end)}  goal <= 2.5 s")
+        print(f"{'   of which register -> packaged':55} {_stats(to_packaged)}  goal <= 1.5 s")
         print(f"{'   of which deploy -> first 200':55} {_stats([d for _, d in phases])}")
         print(f"{'packaged version -> first 200':55} {_stats(to_first_200)}  goal <= 2 s")
-        ok = statistics.median(end_to_end) <= 10 and statistics.median(to_first_200) <= 2
-        print("both goals met (medians)" if ok else "goal missed (medians)")
+        ok = (
+            statistics.median(end_to_end) <= 2.5
+            and statistics.median(to_packaged) <= 1.5
+            and statistics.median(to_first_200) <= 2
+        )
+        print("every goal met (medians)" if ok else "goal missed (medians)")
 
     def queue(self, count: int) -> None:
         """`count` registrations at once (each a model of its own, as CI jobs of several
