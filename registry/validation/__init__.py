@@ -5,8 +5,9 @@ data scientist fixes them in one go. See https://github.com/triton-inference-ser
 and .../model_configuration.md for the rules checked here.
 """
 
+from .info import ValidationReport, find_repository_root
 from .problems import Problem
-from .repository import ValidationReport, find_repository_root, validate_repository
+from .repository import validate_repository
 from .testcases import check_test_cases, test_cases_schema_problems
 
 __all__ = [

@@ -1,11 +1,11 @@
 """Checks on an extracted Triton model repository: configs, version folders, the files each
-platform or backend needs, ensemble wiring, EXECUTION_ENV_PATH targets, berth.yaml, and what
-SageMaker's Triton would serve wrong (the model it maps, BLS calls to siblings)."""
+platform or backend needs, ensemble wiring, EXECUTION_ENV_PATH targets and berth.yaml; what
+SageMaker's Triton would serve wrong is checked by the mixin in `sagemaker.py`, and what the
+checks know of a model lives in `info.py`."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,220 +19,39 @@ from toolkit.limits import (
     tensor_size_problem,
 )
 from toolkit.repository import (
-    SAGEMAKER_ENSEMBLE_PATTERN,
     EntryModelError,
     loaded_models,
-    sagemaker_sees_ensemble,
     top_level_models,
 )
 from toolkit.repository import entry_model as choose_entry_model
 
-from .bls import MAX_MODEL_SOURCE_BYTES, find_bls_calls
+from .info import (
+    BERTH_FILE,
+    BERTH_KEYS,
+    CONFIG_FILE,
+    DEFAULT_MODEL_FILE,
+    ENV_PATH_KEY,
+    MODEL_DIR_VAR,
+    MUST_BE_FOLDER,
+    PLATFORM_BACKEND,
+    ModelInfo,
+    ValidationReport,
+    completes_its_own_config,
+    count_files,
+    datatype_name,
+    find_repository_root,
+    line_containing,
+    onnx_io,
+    rel_path,
+    sentence,
+)
 from .problems import Problem
+from .sagemaker import SageMakerLayoutChecks
 from .testcases import check_test_cases, normalize_test_cases, test_cases_schema_problems
 from .yamllines import YamlError, line_of, load_with_lines
 
-CONFIG_FILE = "config.pbtxt"
-BERTH_FILE = "berth.yaml"
-BERTH_KEYS = {"model", "tests", "description"}
 
-# platform -> the backend that serves it.
-PLATFORM_BACKEND = {
-    "onnxruntime_onnx": "onnxruntime",
-    "pytorch_libtorch": "pytorch",
-    "tensorflow_savedmodel": "tensorflow",
-    "tensorflow_graphdef": "tensorflow",
-    "tensorrt_plan": "tensorrt",
-    "ensemble": "",
-}
-# The file (or folder) Triton looks for in a version folder, unless default_model_filename
-# says otherwise. TensorFlow's default depends on the platform.
-DEFAULT_MODEL_FILE = {
-    "onnxruntime_onnx": "model.onnx",
-    "onnxruntime": "model.onnx",
-    "pytorch_libtorch": "model.pt",
-    "pytorch": "model.pt",
-    "tensorflow_savedmodel": "model.savedmodel",
-    "tensorflow_graphdef": "model.graphdef",
-    "tensorrt_plan": "model.plan",
-    "tensorrt": "model.plan",
-    "python": "model.py",
-    "openvino": "model.xml",
-    "dali": "model.dali",
-}
-MUST_BE_FOLDER = {"model.savedmodel"}
-ENV_PATH_KEY = "EXECUTION_ENV_PATH"
-MODEL_DIR_VAR = "$$TRITON_MODEL_DIRECTORY"
-IGNORED_TOP_LEVEL = {"__MACOSX"}
-
-
-@dataclass
-class ModelInfo:
-    """What validation learnt about one model folder."""
-
-    name: str
-    folder: Path
-    config_file: str
-    config_text: str = ""
-    config: Any = None
-    platform: str = ""
-    backend: str = ""
-    versions: list[int] = field(default_factory=list)
-    max_batch_size: int = 0
-    # name -> {"datatype", "dims", "optional"}; None when unknown (config declares none and
-    # the model file cannot tell).
-    inputs: dict[str, dict] | None = None
-    outputs: dict[str, dict] | None = None
-    steps: list[dict] = field(default_factory=list)
-
-    @property
-    def is_ensemble(self) -> bool:
-        return self.platform == "ensemble"
-
-    @property
-    def kind(self) -> str:
-        return self.platform or self.backend
-
-    def as_summary(self) -> dict:
-        def tensors(spec: dict[str, dict] | None) -> list[dict]:
-            return [{"name": name, **value} for name, value in (spec or {}).items()]
-
-        return {
-            "name": self.name,
-            "platform": self.platform,
-            "backend": self.backend,
-            "versions": self.versions,
-            "max_batch_size": self.max_batch_size,
-            "inputs": tensors(self.inputs),
-            "outputs": tensors(self.outputs),
-        }
-
-
-@dataclass
-class ValidationReport:
-    root: Path | None
-    problems: list[Problem]
-    summary: dict
-    test_cases: list[dict]
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def _rel(path: Path, base: Path) -> str:
-    try:
-        return path.relative_to(base).as_posix()
-    except ValueError:
-        return path.as_posix()
-
-
-def _line_containing(text: str, *needles: str) -> int | None:
-    for number, line in enumerate(text.splitlines(), start=1):
-        if all(needle in line for needle in needles):
-            return number
-    return None
-
-
-def _sentence(text: str) -> str:
-    text = text[:1].upper() + text[1:]
-    return text if text.endswith(".") else text + "."
-
-
-def _datatype_name(value: int) -> str:
-    from toolkit.modelconfig import model_config_pb2
-
-    name = model_config_pb2.DataType.Name(value)
-    name = name.removeprefix("TYPE_")
-    return "BYTES" if name == "STRING" else name
-
-
-def _completes_its_own_config(info: ModelInfo) -> bool:
-    """Whether the model's newest model.py defines auto_complete_config (Triton's hook)."""
-    filename = info.config.default_model_filename or DEFAULT_MODEL_FILE["python"]
-    if model_filename_problem(filename):
-        return False
-    for number in reversed(info.versions):
-        path = info.folder / str(number) / filename
-        if not resolves_inside(path, info.folder):
-            continue
-        try:
-            source = path.read_text(errors="replace")
-        except OSError:
-            continue
-        return "def auto_complete_config" in source
-    return False
-
-
-def _is_model_folder(path: Path) -> bool:
-    return path.is_dir() and not path.is_symlink() and (path / CONFIG_FILE).is_file()
-
-
-def find_repository_root(extracted: Path) -> Path | None:
-    """The folder holding the model folders: the archive's top level, or its single top
-    folder when the archive wraps the repository in one."""
-    if any(_is_model_folder(child) for child in extracted.iterdir()):
-        return extracted
-    children = [
-        child
-        for child in extracted.iterdir()
-        if child.name not in IGNORED_TOP_LEVEL and not child.name.startswith(".")
-    ]
-    if len(children) == 1 and children[0].is_dir() and not children[0].is_symlink():
-        inner = children[0]
-        if any(_is_model_folder(child) for child in inner.iterdir()):
-            return inner
-    return None
-
-
-def _count_files(root: Path) -> tuple[int, int]:
-    count = total = 0
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for name in filenames:
-            path = Path(dirpath) / name
-            if not path.is_symlink():
-                count += 1
-                total += path.stat().st_size
-    return count, total
-
-
-def _onnx_io(path: Path) -> tuple[dict[str, dict], dict[str, dict]] | None:
-    """Inputs and outputs read from an ONNX file, for configs that leave them to Triton's
-    auto-complete."""
-    try:
-        import onnx
-    except ImportError:  # pragma: no cover
-        return None
-    try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception:
-        return None
-    initializers = {init.name for init in graph.initializer}
-
-    def tensors(values) -> dict[str, dict]:
-        out = {}
-        for value in values:
-            if value.name in initializers:
-                continue
-            elem = value.type.tensor_type.elem_type
-            datatype = onnx.TensorProto.DataType.Name(elem) if elem else "UNDEFINED"
-            datatype = {
-                "FLOAT": "FP32",
-                "DOUBLE": "FP64",
-                "FLOAT16": "FP16",
-                "STRING": "BYTES",
-            }.get(datatype, datatype)
-            dims = [
-                d.dim_value if d.HasField("dim_value") else -1
-                for d in value.type.tensor_type.shape.dim
-            ]
-            out[value.name] = {"datatype": datatype, "dims": dims, "optional": False}
-        return out
-
-    return tensors(graph.input), tensors(graph.output)
-
-
-class _Validator:
+class _Validator(SageMakerLayoutChecks):
     def __init__(self, extracted: Path, extra_test_cases: list | None):
         self.extracted = extracted
         self.root: Path | None = None
@@ -244,7 +63,7 @@ class _Validator:
         self.problems.append(Problem(file, message, line))
 
     def rel(self, path: Path) -> str:
-        return _rel(path, self.extracted)
+        return rel_path(path, self.extracted)
 
     def run(self) -> ValidationReport:
         self.root = find_repository_root(self.extracted)
@@ -278,10 +97,10 @@ class _Validator:
                     self.check_bls_calls(info)
         self.check_top_level_folders()
         entry_model, test_cases = self.check_berth_yaml()
-        files, total = _count_files(self.root)
+        files, total = count_files(self.root)
         configs = {name: info.config for name, info in self.models.items()}
         summary = {
-            "root": _rel(self.root, self.extracted) if self.root != self.extracted else "",
+            "root": rel_path(self.root, self.extracted) if self.root != self.extracted else "",
             "entry_model": entry_model,
             # What SageMaker's Triton picks the target model among; more than one is refused
             # above (and by SageMaker endpoints: see deployments.backends.sagemaker).
@@ -335,7 +154,7 @@ class _Validator:
     def _tensors(self, specs, *, with_optional: bool = False) -> dict[str, dict]:
         return {
             spec.name: {
-                "datatype": _datatype_name(spec.data_type),
+                "datatype": datatype_name(spec.data_type),
                 "dims": list(spec.dims),
                 "optional": bool(getattr(spec, "optional", False)) if with_optional else False,
             }
@@ -349,7 +168,7 @@ class _Validator:
                 file,
                 f"Config name {config.name!r} differs from its folder {info.name!r}; Triton "
                 "requires them to match.",
-                _line_containing(text, "name", config.name),
+                line_containing(text, "name", config.name),
             )
         platform, backend = config.platform, config.backend
         if not platform and not backend:
@@ -358,14 +177,14 @@ class _Validator:
             self.add(
                 file,
                 f"Unknown platform {platform!r} (known: {', '.join(sorted(PLATFORM_BACKEND))}).",
-                _line_containing(text, "platform"),
+                line_containing(text, "platform"),
             )
         if platform and backend and PLATFORM_BACKEND.get(platform) not in (None, backend):
             self.add(
                 file,
                 f"Platform {platform!r} is served by backend {PLATFORM_BACKEND[platform]!r}, "
                 f"not {backend!r}.",
-                _line_containing(text, "backend"),
+                line_containing(text, "backend"),
             )
         if info.is_ensemble and not config.HasField("ensemble_scheduling"):
             self.add(file, "An ensemble needs an ensemble_scheduling block with its steps.")
@@ -373,7 +192,7 @@ class _Validator:
             self.add(
                 file,
                 'ensemble_scheduling is only allowed with platform: "ensemble".',
-                _line_containing(text, "ensemble_scheduling"),
+                line_containing(text, "ensemble_scheduling"),
             )
         self.check_tensors(info)
         self.check_versions(info)
@@ -385,7 +204,7 @@ class _Validator:
         for kind, specs in (("input", config.input), ("output", config.output)):
             seen: set[str] = set()
             for spec in specs:
-                line = _line_containing(text, f'"{spec.name}"') if spec.name else None
+                line = line_containing(text, f'"{spec.name}"') if spec.name else None
                 if not spec.name:
                     self.add(file, f"An {kind} has no name.")
                     continue
@@ -399,7 +218,7 @@ class _Validator:
                         file, f"{kind.capitalize()} {spec.name!r}: dims must be -1 or more.", line
                     )
         if info.backend == "python" and (
-            not config.output or (not config.input and _completes_its_own_config(info))
+            not config.output or (not config.input and completes_its_own_config(info))
         ):
             self.add(
                 file,
@@ -428,7 +247,7 @@ class _Validator:
                     name, spec.get("datatype", ""), dims, kind=kind, check_size=kind == "input"
                 )
                 if problem:
-                    line = _line_containing(info.config_text, f'"{name}"')
+                    line = line_containing(info.config_text, f'"{name}"')
                     self.add(info.config_file, problem, line)
 
     def check_versions(self, info: ModelInfo) -> None:
@@ -452,7 +271,7 @@ class _Validator:
                         file,
                         f"version_policy names version {number}, but there is no folder "
                         f"{info.name}/{number}/.",
-                        _line_containing(info.config_text, "versions"),
+                        line_containing(info.config_text, "versions"),
                     )
             selected = [v for v in info.versions if v in wanted]
         elif which == "latest":
@@ -465,7 +284,7 @@ class _Validator:
         filename_problem = model_filename_problem(config.default_model_filename)
         if filename_problem:
             self.add(
-                file, filename_problem, _line_containing(info.config_text, "default_model_filename")
+                file, filename_problem, line_containing(info.config_text, "default_model_filename")
             )
             return
         filename = config.default_model_filename or DEFAULT_MODEL_FILE.get(
@@ -492,7 +311,7 @@ class _Validator:
                     rel, f"{info.kind} model {info.name} version {number} needs {filename}{hint}."
                 )
             elif filename.endswith(".onnx") and info.inputs is None:
-                io = _onnx_io(target if target.is_file() else target / "model.onnx")
+                io = onnx_io(target if target.is_file() else target / "model.onnx")
                 if io is not None:
                     info.inputs, info.outputs = io
 
@@ -501,7 +320,7 @@ class _Validator:
         if parameter is None:
             return
         value = parameter.string_value
-        line = _line_containing(info.config_text, ENV_PATH_KEY)
+        line = line_containing(info.config_text, ENV_PATH_KEY)
         if not value:
             self.add(info.config_file, f"{ENV_PATH_KEY} is empty.", line)
             return
@@ -544,7 +363,7 @@ class _Validator:
         steps = list(config.ensemble_scheduling.step)
         if not steps and config.HasField("ensemble_scheduling"):
             self.add(
-                file, "The ensemble has no steps.", _line_containing(text, "ensemble_scheduling")
+                file, "The ensemble has no steps.", line_containing(text, "ensemble_scheduling")
             )
         available = set((info.inputs or {}).keys())
         produced: set[str] = set()
@@ -553,7 +372,7 @@ class _Validator:
         available |= produced
         for number, step in enumerate(steps, start=1):
             where = f"Step {number} ({step.model_name or 'no model'})"
-            line = _line_containing(text, "model_name", f'"{step.model_name}"')
+            line = line_containing(text, "model_name", f'"{step.model_name}"')
             info.steps.append(
                 {
                     "ensemble": info.name,
@@ -578,12 +397,12 @@ class _Validator:
                     file,
                     f"{where} asks for version {step.model_version} of {step.model_name}, which "
                     f"has versions {target.versions or 'none'}.",
-                    _line_containing(text, "model_version", str(step.model_version)) or line,
+                    line_containing(text, "model_version", str(step.model_version)) or line,
                 )
             step_inputs = target.inputs if target is not None else None
             step_outputs = target.outputs if target is not None else None
             for step_tensor, ensemble_tensor in step.input_map.items():
-                tline = _line_containing(text, f'"{step_tensor}"') or line
+                tline = line_containing(text, f'"{step_tensor}"') or line
                 if step_inputs is not None and step_tensor not in step_inputs:
                     self.add(
                         file,
@@ -596,7 +415,7 @@ class _Validator:
                         file,
                         f"{where}: input_map reads tensor {ensemble_tensor!r}, which is neither "
                         f"an input of {info.name} nor an output of any step.",
-                        _line_containing(text, f'"{ensemble_tensor}"') or line,
+                        line_containing(text, f'"{ensemble_tensor}"') or line,
                     )
                 elif (
                     step_inputs is not None
@@ -626,93 +445,15 @@ class _Validator:
                         file,
                         f"{where}: output_map key {step_tensor!r} is not an output of "
                         f"{step.model_name} (outputs: {', '.join(step_outputs) or 'none'}).",
-                        _line_containing(text, f'"{step_tensor}"') or line,
+                        line_containing(text, f'"{step_tensor}"') or line,
                     )
         for name in info.outputs or {}:
             if steps and name not in produced:
                 self.add(
                     file,
                     f"Ensemble output {name!r} is not produced by any step's output_map.",
-                    _line_containing(text, f'"{name}"'),
+                    line_containing(text, f'"{name}"'),
                 )
-
-    # -- how SageMaker's Triton reads the package -----------------------------------------------
-    def check_sagemaker_sees_platform(self, info: ModelInfo) -> None:
-        """SageMaker's Triton finds the ensemble by a text match on config.pbtxt, not by
-        parsing it: where the two disagree, it would serve another model than Berth does."""
-        seen = sagemaker_sees_ensemble(info.config_text)
-        if info.is_ensemble and not seen:
-            self.add(
-                info.config_file,
-                'SageMaker\'s Triton finds an ensemble by the text platform: "ensemble" in its '
-                "config.pbtxt (double quotes, no space before the colon) and would not see this "
-                "one; write the platform line that way.",
-                _line_containing(info.config_text, "platform"),
-            )
-        elif seen and not info.is_ensemble:
-            match = SAGEMAKER_ENSEMBLE_PATTERN.search(info.config_text)
-            self.add(
-                info.config_file,
-                f"{info.name} is not an ensemble, but its config.pbtxt holds the text "
-                'platform: "ensemble" (a comment counts), which SageMaker\'s Triton takes for '
-                "an ensemble: it would serve this model as the package's target. Remove or "
-                "reword that text.",
-                info.config_text.count("\n", 0, match.start()) + 1 if match else None,
-            )
-
-    def check_bls_calls(self, info: ModelInfo) -> None:
-        """A Python model calling a model of its own package by name through BLS: that name
-        does not resolve under model namespacing, loaded or not."""
-        filename = info.config.default_model_filename or DEFAULT_MODEL_FILE["python"]
-        if model_filename_problem(filename):
-            return  # reported by check_versions
-        for number in info.versions:
-            path = info.folder / str(number) / filename
-            if not path.is_file() or not resolves_inside(path, info.folder / str(number)):
-                continue
-            try:
-                source = read_bounded(path, MAX_MODEL_SOURCE_BYTES, what=filename)
-            except (InputTooLarge, OSError):
-                continue
-            for call in find_bls_calls(source.decode("utf-8", errors="replace")) or []:
-                if call.model_name not in self.models:
-                    continue  # another package's model, or none: not resolved here either
-                how = (
-                    f"InferenceRequest(model_name={call.model_name!r})"
-                    if call.function == "InferenceRequest"
-                    else f"load_model({call.model_name!r})"
-                )
-                self.add(
-                    self.rel(path),
-                    f"{info.name} calls model {call.model_name!r} of its own package through "
-                    f"BLS ({how}). SageMaker's Triton serves each package with model "
-                    "namespacing on, where a model is not reachable by its plain name, loaded "
-                    f"or not: the call would answer \"Model '{call.model_name}' is not ready\" "
-                    "there and on Berth's endpoints, which load packages the same way. Wire "
-                    "the two as steps of an ensemble (an ensemble's steps load with it and "
-                    "resolve), or put the logic in one model.",
-                    call.line,
-                )
-
-    def check_top_level_folders(self) -> None:
-        """With no ensemble, SageMaker's Triton maps whichever top-level folder it reads last
-        (model or not) to the target model: a package then holds its one model folder and
-        nothing else at the top."""
-        configs = {name: info.config for name, info in self.models.items()}
-        if any(info.is_ensemble for info in self.models.values()) or None in configs.values():
-            return
-        for child in sorted(self.root.iterdir()):
-            if not child.is_dir() or child.is_symlink() or child.name in self.models:
-                continue
-            if any(p.is_dir() and p.name.isdigit() for p in child.iterdir()):
-                continue  # reported as a model folder without config.pbtxt
-            self.add(
-                self.rel(child),
-                f"{child.name}/ is a folder at the package's top level but not a model (no "
-                f"{CONFIG_FILE}). With no ensemble in the package, SageMaker's Triton maps one "
-                "top-level folder, picked in no defined order, to the target model, and may "
-                "pick this one. Remove it, or move it into the model's folder.",
-            )
 
     # -- berth.yaml ----------------------------------------------------------------------------
     def check_berth_yaml(self) -> tuple[str | None, list[dict]]:
@@ -812,7 +553,7 @@ class _Validator:
                 )
             elif exc.kind in ("ensembles", "models") and None not in configs.values():
                 # With a config that did not parse (reported), the choice is not known.
-                self.add("", _sentence(str(exc)))
+                self.add("", sentence(str(exc)))
             return None
 
 
