@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Protocol
 
 from dataplane.aws import s3_client
+from toolkit.files import link_or_copy
 from toolkit.store_layout import ALIASES_FILE, parse_sidecar, sidecar_name, write_atomically
 
 PACKAGE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
@@ -78,7 +78,8 @@ class LocalStore:
         source = self.folder / package
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            shutil.copyfile(source, dest)
+            # Packages are only ever replaced by rename: a link is a stable copy.
+            link_or_copy(source, dest)
         except FileNotFoundError as exc:
             raise PackageNotFound(package) from exc
         except IsADirectoryError as exc:

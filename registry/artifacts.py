@@ -26,9 +26,10 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 
 from portal.errors import ServiceError
+from toolkit.files import link_or_copy
 
 from .packaging import PackagingError, build_tar_gz
-from .storage import link_or_copy, s3_object_size, split_s3_uri
+from .storage import s3_object_size, split_s3_uri
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 CHUNK = 1024 * 1024

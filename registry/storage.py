@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from urllib.parse import urlparse
 from django.conf import settings
 
 from portal import aws
+from toolkit.files import link_or_copy
 
 # Where registration keeps a version's source archive: `<model>/sources/<file>`.
 SOURCE_KEY = re.compile(r"^[^/]+/sources/[^/]+$")
@@ -215,19 +215,6 @@ def fetch_uri(uri: str, dest: Path) -> Path:
         dest.unlink(missing_ok=True)
         link_or_copy(Path(uri), dest)
     return dest
-
-
-def link_or_copy(source: Path, dest: Path) -> None:
-    """Make `dest` (which may exist: it is replaced) a hard link of `source`, or a copy
-    where the two are on different file systems or links are refused. A gigabyte costs
-    nothing linked and seconds copied."""
-    link = dest.with_name(f"{dest.name}.link-{uuid.uuid4().hex[:8]}")
-    try:
-        os.link(source, link)
-    except OSError:
-        shutil.copyfile(source, dest)
-        return
-    os.replace(link, dest)
 
 
 def artifact_store() -> ArtifactStore:

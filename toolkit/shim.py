@@ -29,6 +29,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from toolkit.files import link_or_copy
 from toolkit.limits import model_filename_problem, resolves_inside
 from toolkit.modelconfig import format_model_config, model_config_pb2, read_model_config
 from toolkit.repository import CONFIG_FILE, entry_model, model_folders, version_folders
@@ -158,7 +159,22 @@ def _convert(
     if config.HasField("optimization"):
         config.optimization.ClearField("execution_accelerators")
     for version in version_folders(model_dir):
+        (version / "model.py").unlink(missing_ok=True)  # never through a link to the source
         shutil.copyfile(RUNTIME_MODEL, version / "model.py")
+
+
+def _link_into_serving(src: str, dst: str) -> None:
+    """Files reach a serving folder linked, not written again (`toolkit.files`); the files
+    this module rewrites (config.pbtxt, a shimmed model.py) are unlinked first and written
+    anew, so the source never changes, and Triton only reads the folder (the sandbox mounts
+    it read-only)."""
+    link_or_copy(Path(src), Path(dst))
+
+
+def _write_new(path: Path, text: str) -> None:
+    """Write `path` as a file of its own, never through a hard link to the source's."""
+    path.unlink(missing_ok=True)
+    path.write_text(text)
 
 
 def _prepare_model(
@@ -171,7 +187,7 @@ def _prepare_model(
 ) -> None:
     config = read_model_config(src_dir / "config.pbtxt")
     target = staging / served_name
-    shutil.copytree(src_dir, target, symlinks=False)
+    shutil.copytree(src_dir, target, symlinks=False, copy_function=_link_into_serving)
     config.name = served_name
     converted = False
     if _is_onnx(config):
@@ -185,7 +201,7 @@ def _prepare_model(
             step.model_name = names.get(step.model_name, step.model_name)
     else:
         _set_instance_kinds(config, gpu=gpu, converted=converted)
-    (target / "config.pbtxt").write_text(format_model_config(config))
+    _write_new(target / "config.pbtxt", format_model_config(config))
 
 
 def prepare_repository(

@@ -32,6 +32,25 @@ def test_source_is_never_modified(demo_repository: Path, tmp_path: Path) -> None
     assert _tree_digest(demo_repository) == before
 
 
+def test_files_are_linked_not_written_again_and_rewrites_leave_the_source_alone(
+    demo_repository: Path, tmp_path: Path
+) -> None:
+    # A stray model.py beside the ONNX file: the shim writes its own there.
+    stray = demo_repository / "demo_classifier" / "1" / "model.py"
+    stray.write_text("# the package's own file\n")
+    config_before = (demo_repository / "demo_classifier" / "config.pbtxt").read_bytes()
+    prepare_repository(demo_repository, tmp_path / "serving")
+    served = tmp_path / "serving" / "demo_classifier"
+    weights = demo_repository / "demo_classifier" / "1" / "model.onnx"
+    assert (served / "1" / "model.onnx").stat().st_ino == weights.stat().st_ino
+    assert stray.read_text() == "# the package's own file\n"
+    assert (served / "1" / "model.py").read_bytes() == RUNTIME_MODEL.read_bytes()
+    assert (demo_repository / "demo_classifier" / "config.pbtxt").read_bytes() == config_before
+    assert (served / "config.pbtxt").stat().st_ino != (
+        demo_repository / "demo_classifier" / "config.pbtxt"
+    ).stat().st_ino
+
+
 def test_onnx_model_becomes_a_python_model_with_the_same_signature(
     demo_repository: Path, tmp_path: Path
 ) -> None:
