@@ -306,6 +306,44 @@ def test_unsandboxed_the_frontend_is_on_a_free_port_with_a_warning(
         server.unload_package("open-1", timeout=60)
 
 
+def _relays(server: TritonServer) -> list[psutil.Process]:
+    found = []
+    for proc in process_tree(server.pid):
+        try:
+            cmdline = proc.cmdline()
+        except psutil.Error:
+            continue
+        if "-I" in cmdline and "-c" in cmdline and str(SAGEMAKER_PORT) in cmdline:
+            found.append(proc)
+    return found
+
+
+def test_a_relay_that_dies_is_started_again(tmp_path: Path) -> None:
+    source = write_python_model_repository(tmp_path / "src", "again", scale=3.0)
+    repository = tmp_path / "repository"
+    install_package(source, repository / "again-1", gpu=False)
+    with TritonServer(repository, log_path=tmp_path / "triton.log") as server:
+        [relay] = _relays(server)
+        relay.kill()
+        relay.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            replacements = [p for p in _relays(server) if p.pid != relay.pid]
+            if replacements:
+                break
+            time.sleep(0.05)
+        assert replacements, "no relay was started again"
+        # Packages still load and unload through it.
+        for _ in range(100):
+            try:
+                server.load_package(repository / "again-1", "again-1", timeout=120)
+                break
+            except TritonError:  # the new relay binds its socket a moment after it starts
+                time.sleep(0.05)
+        np.testing.assert_allclose(server.infer("again-1", {"INPUT": X})["OUTPUT"], X * 3)
+        server.unload_package("again-1", timeout=60)
+
+
 def test_unload_of_a_gone_server_is_an_error(tmp_path: Path) -> None:
     repository = tmp_path / "repository"
     repository.mkdir()

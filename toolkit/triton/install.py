@@ -236,13 +236,18 @@ def server_arguments(
 def with_relay(command: list[str], *, socket_dir: str, sagemaker_port: int) -> list[str]:
     """`command` (tritonserver's) preceded by the relay to its SageMaker frontend, both in
     the sandbox: a shell starts the relay in the background, then becomes tritonserver
-    (`exec`), so Triton stays the sandbox's main process and the relay ends with it.
+    (`exec`), so Triton stays the sandbox's main process and the relay ends with it. A relay
+    that dies is started again (0.2 s later) for as long as Triton runs (`$$`, the shell's
+    pid, is Triton's after the `exec`): without it no package could load or unload.
 
     The relay runs from its source text (`python -I -c`): the project folder is not in the
     sandbox, and the interpreter's own standard library is all it needs.
     """
     relay = (Path(__file__).parent / "relay.py").read_text(encoding="utf-8")
-    script = '"$1" -I -c "$2" "$3" "$4" & shift 4; exec "$@"'
+    script = (
+        '(while kill -0 $$ 2>/dev/null; do "$1" -I -c "$2" "$3" "$4"; sleep 0.2; done) & '
+        'shift 4; exec "$@"'
+    )
     return [
         "/bin/sh",
         "-c",
