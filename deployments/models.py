@@ -290,7 +290,7 @@ class Endpoint(models.Model):
                 Lower("target_name"),
                 condition=Q(backend="sagemaker"),
                 name="one_endpoint_per_sagemaker_name_any_case",
-                violation_error_message="Another endpoint maps to this SageMaker name in some case.",
+                violation_error_message="Another endpoint has this SageMaker name in some case.",
             ),
             models.CheckConstraint(
                 condition=Q(target_name__regex=ENDPOINT_NAME_PATTERN),

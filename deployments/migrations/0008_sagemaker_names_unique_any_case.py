@@ -18,7 +18,7 @@ class Migration(migrations.Migration):
                 django.db.models.functions.text.Lower("target_name"),
                 condition=models.Q(("backend", "sagemaker")),
                 name="one_endpoint_per_sagemaker_name_any_case",
-                violation_error_message="Another endpoint maps to this SageMaker name in some case.",
+                violation_error_message="Another endpoint has this SageMaker name in some case.",
             ),
         ),
     ]
