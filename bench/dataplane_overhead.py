@@ -16,17 +16,27 @@ The floor for the gateway's own CPU per request is a bare reverse proxy (`_bare_
 uvloop and httptools, one upstream connection per client connection, no features) run in the
 same way against the same Triton and model: goal, the gateway's CPU per request within 1.25x
 of the bare proxy's.
+
+`--in-memory` times the Python alone instead (no Triton, no sockets): the gateway's
+invocation path (`HttpConnection`, `InvocationHandler`, `UpstreamConnection`) and the bare
+proxy's, each fed the same request and Triton answer on in-memory transports, in CPU time
+per request.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+import tempfile
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._harness import (  # noqa: E402
+    BODY,
     CpuMeter,
     CpuShare,
     bare_target,
@@ -82,13 +92,152 @@ def saturation(
     return best_rate, best_c, best_run
 
 
+class _Transport:
+    """Keeps what is written (cleared now and then): a socket's place, minus the socket."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+async def _in_memory(requests: int) -> tuple[float, float]:
+    """CPU us per request of the gateway's invocation path and of the bare proxy's, with
+    in-memory transports: the Python each request costs, without the kernel's share."""
+    from bench import _bare_proxy as bare
+    from dataplane.gateway import Endpoint, LoadedModel
+    from dataplane.httpserver import HttpServer, Router
+    from dataplane.metrics import MetricsRegistry
+    from dataplane.server import InvocationHandler
+    from dataplane.tests.gateway_fixtures import TARGET_HEADER
+    from dataplane.upstream import UpstreamConnection, UpstreamPool
+
+    package, served = "overhead_1.tar.gz", "overhead-0123456789ab"
+    infer_path = f"/v2/models/{served}/infer"
+    head = (
+        f"POST {{path}} HTTP/1.1\r\nHost: 127.0.0.1\r\n{TARGET_HEADER}: {package}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(BODY)}\r\n\r\n"
+    )
+    request = head.format(path="/endpoints/bench/invocations").encode() + BODY
+    bare_request = head.format(path=infer_path).encode() + BODY
+    answer = (
+        b'{"model_name":"%s","model_version":"1","outputs":[{"name":"OUTPUT",'
+        b'"datatype":"FP32","shape":[1,4],"data":[2.0,4.0,6.0,8.0]}]}' % served.encode()
+    )
+    triton = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (
+            len(answer),
+            answer,
+        )
+    )
+
+    with tempfile.TemporaryDirectory() as store:
+        endpoint = Endpoint("bench", store, 10**9)
+        metrics = MetricsRegistry()
+        endpoint.loaded[package] = LoadedModel(
+            package,
+            served,
+            [],
+            served,
+            1,
+            0,
+            time.time(),
+            1,
+            infer_path=infer_path,
+            model_name="overhead",
+        )
+        endpoint.admit_model(metrics, package)
+        pool = UpstreamPool("localhost", 80, unix_path="/unused")
+        upstream = UpstreamConnection()
+        upstream_out = _Transport()
+        upstream.connection_made(upstream_out)  # type: ignore[arg-type]
+        pool.release(upstream)
+        # What InvocationHandler reads of a Gateway on the fast path (its model loaded).
+        gateway = SimpleNamespace(
+            endpoints={"bench": endpoint},
+            supervisor=SimpleNamespace(pool=pool, generation=1),
+            metrics=metrics,
+            settings=SimpleNamespace(infer_timeout=60.0, max_request_bytes=6 * 2**20),
+        )
+        router = Router()
+        server = HttpServer(router, max_body=6 * 2**20, too_large=None, error_mapper=None)  # type: ignore[arg-type]
+        router.add_direct(
+            "POST",
+            "/endpoints/",
+            "/invocations",
+            InvocationHandler(gateway, server),  # type: ignore[arg-type]
+        )
+        client = server.protocol()
+        client_out = _Transport()
+        client.connection_made(client_out)  # type: ignore[arg-type]
+
+        def gateway_once() -> None:
+            client.data_received(request)
+            upstream.data_received(triton)
+
+        proxy = bare.Client("/unused")
+        proxy_out = _Transport()
+        proxy.transport = proxy_out  # type: ignore[assignment]
+        proxy.upstream = bare.Upstream(proxy)
+        proxy.upstream.transport = _Transport()  # type: ignore[assignment]
+
+        def bare_once() -> None:
+            proxy.data_received(bare_request)
+            proxy.upstream.data_received(triton)  # type: ignore[union-attr]
+
+        figures = []
+        for once, outs in (
+            (gateway_once, (client_out, upstream_out)),
+            (bare_once, (proxy_out, proxy.upstream.transport)),
+        ):
+            for _ in range(1000):  # Warm: caches, the metrics' first minute.
+                once()
+            answered = outs[0].out[-1]
+            if b" 200 " not in answered.split(b"\r\n", 1)[0]:
+                raise RuntimeError(f"the in-memory path did not answer 200: {answered[:200]!r}")
+            started = time.process_time()
+            for i in range(requests):
+                once()
+                if not i % 512:
+                    for out in outs:
+                        out.out.clear()  # type: ignore[attr-defined]
+            figures.append((time.process_time() - started) / requests * 1e6)
+        server.close()
+        assert b'"model_name":"overhead"' in client_out.out[-1]  # Renamed, as served.
+    return figures[0], figures[1]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--saturation-step", type=float, default=2.5)
     parser.add_argument("--no-saturation", action="store_true", help="skip the concurrency ladder")
+    parser.add_argument(
+        "--in-memory",
+        type=int,
+        metavar="REQUESTS",
+        help="time only the Python of each path over REQUESTS requests (no Triton, no sockets)",
+    )
     args = parser.parse_args()
+    if args.in_memory:
+        gateway_us, bare_us = asyncio.run(_in_memory(args.in_memory))
+        print(
+            f"in memory, CPU us/request: gateway {gateway_us:.2f}, bare proxy {bare_us:.2f}, "
+            f"ratio {gateway_us / bare_us:.2f}x"
+        )
+        return 0
 
     gw = start_gateway(["bench:4GiB"])
     proxy = None

@@ -210,7 +210,8 @@ class Router:
 
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], AsyncHandler]] = []
-        self.direct: list[tuple[str, str, str, DirectHandler]] = []
+        # (method, prefix, suffix, len(prefix), len(suffix), handler)
+        self.direct: list[tuple[str, str, str, int, int, DirectHandler]] = []
 
     def add(self, method: str, pattern: str, handler: AsyncHandler) -> None:
         regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$"
@@ -218,7 +219,7 @@ class Router:
 
     def add_direct(self, method: str, prefix: str, suffix: str, handler: DirectHandler) -> None:
         """A hot route `prefix{one segment}suffix` matched by string tests, not regexes."""
-        self.direct.append((method, prefix, suffix, handler))
+        self.direct.append((method, prefix, suffix, len(prefix), len(suffix), handler))
 
     def match(self, method: str, path: str) -> tuple[AsyncHandler | None, dict[str, str], int]:
         allowed = False
@@ -262,6 +263,7 @@ class HttpConnection(asyncio.Protocol):
         "_ignoring",
         "_read_paused",
         "_line_checked",
+        "_last_line",
         "_eof",
     )
 
@@ -300,6 +302,9 @@ class HttpConnection(asyncio.Protocol):
         self._read_paused = False
         # The request line of the request being parsed matched _REQUEST_LINE (version too).
         self._line_checked = False
+        # The last request line that matched _REQUEST_LINE: a kept-alive client repeats it,
+        # and comparing bytes costs less than matching the expression again.
+        self._last_line = b""
         self._eof = False
 
     # -- the transport ----------------------------------------------------------------------
@@ -385,9 +390,12 @@ class HttpConnection(asyncio.Protocol):
             # A request starts this read: its request line, where llhttp is lenient.
             end = data.find(b"\r\n")
             if end >= 0:
-                if _REQUEST_LINE.fullmatch(data, 0, end) is None:
-                    self._refuse(400, f"malformed request: bad request line {data[:end][:60]!r}")
-                    return
+                line = data[:end]
+                if line != self._last_line:
+                    if _REQUEST_LINE.fullmatch(line) is None:
+                        self._refuse(400, f"malformed request: bad request line {line[:60]!r}")
+                        return
+                    self._last_line = line
                 self._line_checked = True
         try:
             self.parser.feed_data(data)
@@ -736,16 +744,13 @@ class HttpServer:
 
     def dispatch(self, connection: HttpConnection, request: HttpRequest) -> None:
         path = request.path
-        for method, prefix, suffix, handler in self.router.direct:
-            if (
-                request.method == method
-                and path.startswith(prefix)
-                and path.endswith(suffix)
-                and "/" not in path[len(prefix) : len(path) - len(suffix)]
-            ):
-                request.params["segment"] = path[len(prefix) : len(path) - len(suffix)]
-                handler(connection, request)
-                return
+        for method, prefix, suffix, start, tail, handler in self.router.direct:
+            if request.method == method and path.startswith(prefix) and path.endswith(suffix):
+                segment = path[start : len(path) - tail]
+                if "/" not in segment:
+                    request.params["segment"] = segment
+                    handler(connection, request)
+                    return
         handler_fn, params, status = self.router.match(request.method, path)
         if handler_fn is None:
             message = "no such route" if status == 404 else "method not allowed"

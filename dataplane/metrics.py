@@ -4,7 +4,10 @@ Each series (metric name + dimensions) keeps one-minute statistics for a configu
 window: Sum, SampleCount, Minimum, Maximum and a log-bucketed histogram from which
 percentiles are read (about 1 % relative error, like CloudWatch's own percentile
 estimates). Recording a sample is a few dictionary updates, never a sort, so the
-invocation path stays cheap; percentiles are computed when someone reads them.
+invocation path stays cheap; percentiles are computed when someone reads them. An
+invocation's dozen updates are batched (`MetricsRegistry.record_invocation`): a request
+appends one tuple, and the batch is folded into its series when it is full or before
+anything reads them.
 
 Reads come in the shape of CloudWatch's GetMetricData
 (https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_GetMetricData.html)
@@ -212,6 +215,69 @@ class Series:
         self.total_count += 1
         self.last = value
 
+    def add_flags(self, ones: int, count: int, last: float, minute: int) -> None:
+        """`count` samples of 0 or 1, `ones` of them 1, as `count` calls of `add` would."""
+        if count <= 0:
+            return
+        stats = self.minutes.get(minute)
+        if stats is None:
+            stats = self.minutes[minute] = MinuteStats()
+        zeros = count - ones
+        stats.sum += ones
+        stats.count += count
+        low = 0.0 if zeros else 1.0
+        high = 1.0 if ones else 0.0
+        if low < stats.min:
+            stats.min = low
+        if high > stats.max:
+            stats.max = high
+        buckets = stats.buckets
+        if ones:
+            buckets[0] = buckets.get(0, 0) + ones
+        if zeros:
+            buckets[_ZERO_BUCKET] = buckets.get(_ZERO_BUCKET, 0) + zeros
+        self.total_sum += ones
+        self.total_count += count
+        self.last = last
+
+    def add_values(self, values: list[float], keys: list[int], minute: int) -> None:
+        """`values` with their bucket keys (`bucket_keys`), as calls of `add` would."""
+        if not values:
+            return
+        stats = self.minutes.get(minute)
+        if stats is None:
+            stats = self.minutes[minute] = MinuteStats()
+        total = sum(values)
+        stats.sum += total
+        stats.count += len(values)
+        low = min(values)
+        high = max(values)
+        if low < stats.min:
+            stats.min = low
+        if high > stats.max:
+            stats.max = high
+        buckets = stats.buckets
+        for key in keys:
+            buckets[key] = buckets.get(key, 0) + 1
+        self.total_sum += total
+        self.total_count += len(values)
+        self.last = values[-1]
+
+
+def bucket_keys(values: list[float]) -> list[int]:
+    """The histogram bucket of each value (as `Series.add` files them)."""
+    log = math.log
+    return [
+        (0 if value == 1.0 else int(log(value) * _INV_LOG_GAMMA)) if value > 0 else _ZERO_BUCKET
+        for value in values
+    ]
+
+
+# Invocations waiting to be folded into their series: (series, minute, status class, cache
+# hit, model us, overhead us). At most this many wait; any read folds them first.
+PendingInvocation = tuple[tuple["InvocationSeries", ...], int, int, "bool | None", float, float]
+_FOLD_EVERY = 128
+
 
 class InvocationSeries:
     """The per-request series of one set of dimensions, looked up once and kept."""
@@ -300,6 +366,77 @@ class MetricsRegistry:
         # The metric names recorded under each set of dimensions, so a set can be dropped.
         self._names: dict[Dimensions, set[str]] = {}
         self._last_prune = 0
+        # Invocations not yet in their series (see `record_invocation`).
+        self._pending: list[PendingInvocation] = []
+
+    def record_invocation(
+        self,
+        series: tuple[InvocationSeries, ...],
+        minute: int,
+        status_class: int,
+        cache_hit: bool | None,
+        model_us: float,
+        overhead_us: float,
+    ) -> None:
+        """Count one invocation into each of `series`, as `InvocationSeries.record` would.
+
+        An invocation updates a dozen statistics across two sets of dimensions; done per
+        request that was the largest share of the gateway's own Python. Here a request
+        appends one tuple, and a batch is folded in at once: counts and flags as sums, each
+        latency's bucket computed once for all its series. Every read (`series`, `drop`,
+        `prune`, GetMetricData, Prometheus) folds what is pending first, so no reader ever
+        sees a stale figure, and at most `_FOLD_EVERY` invocations wait.
+        """
+        pending = self._pending
+        pending.append((series, minute, status_class, cache_hit, model_us, overhead_us))
+        if len(pending) >= _FOLD_EVERY:
+            self.fold()
+
+    def fold(self) -> None:
+        """Fold the pending invocations into their series."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        groups: dict[tuple[tuple[InvocationSeries, ...], int], list[PendingInvocation]] = {}
+        for entry in pending:
+            key = (entry[0], entry[1])
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [entry]
+            else:
+                group.append(entry)
+        for (targets, minute), entries in groups.items():
+            count = len(entries)
+            errors_4xx = errors_5xx = hits = lookups = 0
+            latencies: list[float] = []
+            overheads: list[float] = []
+            last_hit = 0.0
+            for _, _, status_class, cache_hit, model_us, overhead_us in entries:
+                if status_class == 4:
+                    errors_4xx += 1
+                elif status_class == 5:
+                    errors_5xx += 1
+                if cache_hit is not None:
+                    lookups += 1
+                    if cache_hit:
+                        hits += 1
+                        last_hit = 1.0
+                    else:
+                        last_hit = 0.0
+                if model_us:
+                    latencies.append(model_us)
+                    overheads.append(overhead_us)
+            last_class = entries[-1][2]
+            latency_keys = bucket_keys(latencies)
+            overhead_keys = bucket_keys(overheads)
+            for each in targets:
+                each.invocations.add_flags(count, count, 1.0, minute)
+                each.errors_4xx.add_flags(errors_4xx, count, float(last_class == 4), minute)
+                each.errors_5xx.add_flags(errors_5xx, count, float(last_class == 5), minute)
+                each.cache_hit.add_flags(hits, lookups, last_hit, minute)
+                each.latency.add_values(latencies, latency_keys, minute)
+                each.overhead.add_values(overheads, overhead_keys, minute)
 
     def series(self, name: str, dimensions: Dimensions) -> Series:
         """The series for `name` and `dimensions` (created on first use); keep it to record fast.
@@ -307,6 +444,8 @@ class MetricsRegistry:
         Series live until `drop` removes them: callers create them only for dimensions they
         bound (an endpoint, a package that was staged), never for names clients made up.
         """
+        if self._pending:
+            self.fold()
         key = (name, _normalize(dimensions))
         found = self._series.get(key)
         if found is None:
@@ -316,6 +455,7 @@ class MetricsRegistry:
 
     def drop(self, dimensions: Dimensions) -> int:
         """Forget every series recorded under `dimensions`; how many there were."""
+        self.fold()
         dims = _normalize(dimensions)
         names = self._names.pop(dims, set())
         for name in names:
@@ -338,6 +478,7 @@ class MetricsRegistry:
             self.prune(minute)
 
     def prune(self, minute: int | None = None) -> None:
+        self.fold()
         minute = int(time.time() // 60) if minute is None else minute
         self._last_prune = minute
         oldest = minute - self.window_minutes
@@ -362,6 +503,7 @@ class MetricsRegistry:
             raise MetricsError("Period must be a multiple of 60 seconds")
         if not is_valid_statistic(stat):
             raise MetricsError(f"unsupported statistic {stat!r}")
+        self.fold()
         series = self._series.get((name, _normalize(dimensions)))
         if series is None:
             return [], []
@@ -439,6 +581,7 @@ class MetricsRegistry:
 
     def prometheus_text(self, quantile_minutes: int = 5) -> str:
         """Prometheus exposition text: cumulative counts and sums, recent quantiles, gauges."""
+        self.fold()
         now_minute = int(time.time() // 60)
         by_name: dict[str, list[Series]] = {}
         for series in self._series.values():

@@ -432,9 +432,16 @@ class InvocationHandler:
     ) -> None:
         overhead_us = max((time.perf_counter() - started) * 1e6 - model_us, 0.0)
         minute = int(time.time() // 60)
-        self.metrics.maybe_prune(minute)
-        for series in endpoint.invocation_series(self.metrics, target):
-            series.record(minute, status_class, cache_hit, model_us, overhead_us)
+        metrics = self.metrics
+        metrics.maybe_prune(minute)
+        metrics.record_invocation(
+            endpoint.invocation_series(metrics, target),
+            minute,
+            status_class,
+            cache_hit,
+            model_us,
+            overhead_us,
+        )
 
 
 # -- health, admin, metrics ---------------------------------------------------------------

@@ -244,6 +244,24 @@ def test_a_malformed_request_line_is_refused_with_400(port, request_line):
     assert status == 400
 
 
+def test_a_malformed_request_line_after_a_good_one_on_the_same_connection_is_refused(port):
+    # A request line matched once is remembered per connection; a different one is checked.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        for _ in range(2):
+            sock.sendall(post(b"ok", "Content-Length: 2\r\n"))
+            received = b""
+            while not received.endswith(b"}"):
+                received += sock.recv(65536)
+            assert answers(received) == [(200, expected(b"ok"))]
+        sock.sendall(b"POST  /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    [(status, answer)] = answers(received)
+    assert status == 400 and "bad request line" in answer["Message"]
+
+
 def test_a_repeated_field_is_one_list_and_tabs_around_a_value_are_trimmed(port):
     # RFC 9110 5.3 and 5.5: what a well-formed client may send is still served.
     wire = post(b"ok", "X-Note: a\r\nX-Note: b\r\nContent-Length:\t2\t\r\n")

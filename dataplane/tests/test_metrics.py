@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from dataplane.metrics import (
+    _FOLD_EVERY,
+    InvocationSeries,
     MetricsError,
     MetricsRegistry,
     endpoint_dimensions,
@@ -243,3 +245,71 @@ def test_only_staged_packages_get_series_and_at_most_so_many(tmp_path) -> None:
     assert len(registry) == 6 + 3 * 7
     endpoint_invocations = registry.series("Invocations", EP)
     assert endpoint_invocations.total_sum == 2005
+
+
+def _snapshot(registry: MetricsRegistry) -> dict:
+    return {
+        key: (
+            round(series.total_sum, 6),
+            series.total_count,
+            {
+                minute: (round(st.sum, 6), st.count, st.min, st.max, dict(st.buckets))
+                for minute, st in series.minutes.items()
+            },
+        )
+        for key, series in registry._series.items()
+    }
+
+
+def test_batched_invocations_fold_into_the_same_statistics_as_one_by_one() -> None:
+    one_by_one, batched = MetricsRegistry(), MetricsRegistry()
+    model = model_dimensions("prod", "m_1.tar.gz")
+    direct = (InvocationSeries(one_by_one, EP), InvocationSeries(one_by_one, model))
+    folded = (InvocationSeries(batched, EP), InvocationSeries(batched, model))
+    rng = random.Random(7)
+    for i in range(3 * _FOLD_EVERY + 17):
+        sample = (
+            int(NOW // 60) + i // 150,  # Several minutes, folded in one batch too.
+            rng.choice([2, 2, 4, 5]),
+            rng.choice([True, False, None]),
+            rng.choice([0.0, 1.0, rng.uniform(0.5, 50_000.0)]),
+            rng.uniform(0.0, 300.0),
+        )
+        # Some requests name no staged package: they count at the endpoint only.
+        targets = slice(None) if i % 3 else slice(0, 1)
+        for each in direct[targets]:
+            each.record(*sample)
+        batched.record_invocation(folded[targets], *sample)
+    batched.fold()  # What every read does first.
+    assert _snapshot(batched) == _snapshot(one_by_one)
+
+
+def test_every_read_sees_invocations_not_yet_folded() -> None:
+    registry = MetricsRegistry()
+    series = (InvocationSeries(registry, EP),)
+    minute = int(NOW // 60)
+    for status_class in (2, 4, 5):
+        registry.record_invocation(series, minute, status_class, True, 250.0, 20.0)
+    assert len(registry._pending) == 3  # Below the batch size: still pending.
+    # Prometheus text, GetMetricData and a series handed out all count them.
+    assert 'berth_invocations_total{endpoint="prod",variant="AllTraffic"} 3' in (
+        registry.prometheus_text()
+    )
+    registry.record_invocation(series, minute, 2, False, 300.0, 30.0)
+    values = registry.statistic_values("Invocations", EP, "Sum", NOW - 60, NOW + 60)[1]
+    assert values == [4.0]
+    registry.record_invocation(series, minute, 2, None, 0.0, 0.0)
+    assert registry.series("Invocation4XXErrors", EP).total_sum == 1
+    assert registry.series("Invocations", EP).total_count == 5
+    assert registry.series("ModelCacheHit", EP).total_count == 4
+    assert registry.series("ModelLatency", EP).total_count == 4
+    assert not registry._pending
+
+
+def test_at_most_a_batch_of_invocations_waits() -> None:
+    registry = MetricsRegistry()
+    series = (InvocationSeries(registry, EP),)
+    for i in range(5 * _FOLD_EVERY):
+        registry.record_invocation(series, int(NOW // 60), 2, True, 100.0 + i, 10.0)
+        assert len(registry._pending) < _FOLD_EVERY
+    assert registry.series("Invocations", EP).total_count == 5 * _FOLD_EVERY

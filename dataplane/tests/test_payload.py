@@ -112,6 +112,40 @@ def test_a_key_given_twice_is_refused():
     assert "'shape' appears twice" in refusal(raw)
 
 
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        # At the top, in a tensor's parameters, in an object the check does not read, with
+        # whitespace before a colon, and beside a colon inside a string (more colons than
+        # keys: the exact decoder decides).
+        (b'{"inputs": [], "inputs": [{"name": "I"}]}', "inputs"),
+        (
+            b'{"inputs": [{"name": "I", "datatype": "INT8", "shape": [1], "parameters": '
+            b'{"binary_data_size": 1, "binary_data_size": 9}}]}',
+            "binary_data_size",
+        ),
+        (
+            b'{"inputs": [{"name": "I", "datatype": "INT8", "shape": [1], "data": [1]}], '
+            b'"parameters": {"a": 1, "a": 2}}',
+            "a",
+        ),
+        (b'{"inputs" : [{"name" : "I", "name" : "J"}]}', "name"),
+        (b'{"inputs": [{"name": "a:b", "shape": [1], "shape": [2]}]}', "shape"),
+        (b'{"inputs": [{"name": "I", "data": [{"x": 1, "x": 2}]}]}', "x"),
+    ],
+)
+def test_a_key_given_twice_anywhere_is_refused(raw, key):
+    assert f"{key!r} appears twice" in refusal(raw)
+
+
+def test_colons_inside_strings_and_nested_objects_do_not_refuse_a_good_body():
+    raw = body(
+        tensor([2], ["a:b", '":'], "BYTES", parameters={"note": {"x": "y:z"}}),
+        tensor([1], [1], "INT8", name="SECOND"),
+    )
+    check_inference_request(raw, None)
+
+
 def test_binary_tensors_must_be_exactly_their_shapes_bytes():
     array = np.arange(8, dtype=np.float32).reshape(2, 4)
     raw, json_size = binary_request(array, "FP32")
