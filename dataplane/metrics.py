@@ -292,23 +292,6 @@ class InvocationSeries:
         self.latency = registry.series("ModelLatency", dimensions)
         self.overhead = registry.series("OverheadLatency", dimensions)
 
-    def record(
-        self,
-        minute: int,
-        status_class: int,
-        cache_hit: bool | None,
-        model_us: float,
-        overhead_us: float,
-    ) -> None:
-        self.invocations.add(1.0, minute)
-        self.errors_4xx.add(1.0 if status_class == 4 else 0.0, minute)
-        self.errors_5xx.add(1.0 if status_class == 5 else 0.0, minute)
-        if cache_hit is not None:
-            self.cache_hit.add(1.0 if cache_hit else 0.0, minute)
-        if model_us:
-            self.latency.add(model_us, minute)
-            self.overhead.add(overhead_us, minute)
-
 
 def endpoint_dimensions(endpoint: str) -> Dimensions:
     return (("EndpointName", endpoint), ("VariantName", VARIANT_NAME))
@@ -378,7 +361,8 @@ class MetricsRegistry:
         model_us: float,
         overhead_us: float,
     ) -> None:
-        """Count one invocation into each of `series`, as `InvocationSeries.record` would.
+        """Count one invocation into each of `series`: its count, 4XX and 5XX flags, cache hit
+        (when known) and latencies (when the model answered).
 
         An invocation updates a dozen statistics across two sets of dimensions; done per
         request that was the largest share of the gateway's own Python. Here a request

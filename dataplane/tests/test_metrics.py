@@ -229,14 +229,14 @@ def test_only_staged_packages_get_series_and_at_most_so_many(tmp_path) -> None:
     # Names clients made up (no such package) count at the endpoint only.
     for i in range(2000):
         for series in endpoint.invocation_series(registry, f"missing{i}_1.tar.gz"):
-            series.record(int(NOW // 60), 4, None, 0.0, 0.0)
+            registry.record_invocation((series,), int(NOW // 60), 4, None, 0.0, 0.0)
     assert len(registry) == 6  # One InvocationSeries: the endpoint's.
     assert "missing" not in registry.prometheus_text()
 
     for i in range(5):
         endpoint.admit_model(registry, f"real{i}_1.tar.gz")
         for series in endpoint.invocation_series(registry, f"real{i}_1.tar.gz"):
-            series.record(int(NOW // 60), 2, True, 100.0, 10.0)
+            registry.record_invocation((series,), int(NOW // 60), 2, True, 100.0, 10.0)
         registry.record("ModelLoadingTime", endpoint.model_dims(f"real{i}_1.tar.gz"), 5.0, NOW)
     text = registry.prometheus_text()
     # The two least recently used packages lost their series; the three others kept theirs.
@@ -261,6 +261,25 @@ def _snapshot(registry: MetricsRegistry) -> dict:
     }
 
 
+def _record_one(
+    series: InvocationSeries,
+    minute: int,
+    status_class: int,
+    cache_hit: bool | None,
+    model_us: float,
+    overhead_us: float,
+) -> None:
+    """One invocation added statistic by statistic: what batching must add up to."""
+    series.invocations.add(1.0, minute)
+    series.errors_4xx.add(1.0 if status_class == 4 else 0.0, minute)
+    series.errors_5xx.add(1.0 if status_class == 5 else 0.0, minute)
+    if cache_hit is not None:
+        series.cache_hit.add(1.0 if cache_hit else 0.0, minute)
+    if model_us:
+        series.latency.add(model_us, minute)
+        series.overhead.add(overhead_us, minute)
+
+
 def test_batched_invocations_fold_into_the_same_statistics_as_one_by_one() -> None:
     one_by_one, batched = MetricsRegistry(), MetricsRegistry()
     model = model_dimensions("prod", "m_1.tar.gz")
@@ -278,7 +297,7 @@ def test_batched_invocations_fold_into_the_same_statistics_as_one_by_one() -> No
         # Some requests name no staged package: they count at the endpoint only.
         targets = slice(None) if i % 3 else slice(0, 1)
         for each in direct[targets]:
-            each.record(*sample)
+            _record_one(each, *sample)
         batched.record_invocation(folded[targets], *sample)
     batched.fold()  # What every read does first.
     assert _snapshot(batched) == _snapshot(one_by_one)
