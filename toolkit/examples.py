@@ -417,6 +417,80 @@ def write_failing_model_repository(
     return dest
 
 
+def write_python_step_model(
+    root: Path, name: str, execute_body: str, *, parameters: str = ""
+) -> None:
+    """A Python model `name`: INPUT (FP32 [4]) -> OUTPUT (FP32 [4]); `execute_body` computes
+    `y` from `x` (the input as numpy) with `self` (and `self.parameters`, the config's
+    `parameters`) at hand; json, os, signal, numpy and pb_utils are imported for it."""
+    _write(
+        root / name / "config.pbtxt",
+        f"""
+        name: "{name}"
+        backend: "python"
+        max_batch_size: 8
+        input [ {{ name: "INPUT" data_type: TYPE_FP32 dims: [ 4 ] }} ]
+        output [ {{ name: "OUTPUT" data_type: TYPE_FP32 dims: [ 4 ] }} ]
+        instance_group [ {{ kind: KIND_CPU count: 1 }} ]
+        {parameters}
+        """,
+    )
+    body = textwrap.indent(textwrap.dedent(execute_body).strip(), " " * 12)
+    source = textwrap.dedent(
+        """
+        import json
+        import os
+        import signal
+
+        import numpy as np
+        import triton_python_backend_utils as pb_utils
+
+
+        class TritonPythonModel:
+            def initialize(self, args):
+                config = json.loads(args["model_config"])
+                self.parameters = {
+                    key: value["string_value"]
+                    for key, value in config.get("parameters", {}).items()
+                }
+
+            def execute(self, requests):
+                responses = []
+                for request in requests:
+                    x = pb_utils.get_input_tensor_by_name(request, "INPUT").as_numpy()
+        BODY
+                    responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT", y)]))
+                return responses
+        """
+    ).lstrip()
+    _write(root / name / "1" / "model.py", source.replace("BODY\n", body + "\n"))
+
+
+def write_one_step_ensemble(root: Path, name: str, step: str) -> None:
+    """An ensemble `name` over the one step `step`, INPUT -> OUTPUT (FP32 [4]) passed through."""
+    _write(
+        root / name / "config.pbtxt",
+        f"""
+        name: "{name}"
+        platform: "ensemble"
+        max_batch_size: 8
+        input [ {{ name: "INPUT" data_type: TYPE_FP32 dims: [ 4 ] }} ]
+        output [ {{ name: "OUTPUT" data_type: TYPE_FP32 dims: [ 4 ] }} ]
+        ensemble_scheduling {{
+          step [
+            {{
+              model_name: "{step}"
+              model_version: -1
+              input_map {{ key: "INPUT" value: "INPUT" }}
+              output_map {{ key: "OUTPUT" value: "OUTPUT" }}
+            }}
+          ]
+        }}
+        """,
+    )
+    (root / name / "1").mkdir(parents=True, exist_ok=True)
+
+
 def _reset_tarinfo(info: tarfile.TarInfo) -> tarfile.TarInfo:
     # Fixed owner and time: the same repository always gives the same archive bytes.
     info.uid = info.gid = 0

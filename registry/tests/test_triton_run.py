@@ -18,7 +18,7 @@ import pytest
 
 from registry.triton_run import TEST_SERVER, run_tests
 from registry.validation import validate_repository
-from toolkit.examples import write_demo_repository
+from toolkit.examples import write_demo_repository, write_one_step_ensemble, write_python_step_model
 from toolkit.triton import TritonStartError, tritonserver_binary
 
 pytestmark = pytest.mark.triton
@@ -43,76 +43,6 @@ def test_server(settings):
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text).lstrip())
-
-
-def _python_model(root: Path, name: str, execute_body: str, *, parameters: str = "") -> None:
-    """A Python model `name`: INPUT (FP32 [4]) -> OUTPUT (FP32 [4]); `execute_body` computes
-    `y` from `x` (the input as numpy) with `self` at hand."""
-    _write(
-        root / name / "config.pbtxt",
-        f"""
-        name: "{name}"
-        backend: "python"
-        max_batch_size: 8
-        input [ {{ name: "INPUT" data_type: TYPE_FP32 dims: [ 4 ] }} ]
-        output [ {{ name: "OUTPUT" data_type: TYPE_FP32 dims: [ 4 ] }} ]
-        instance_group [ {{ kind: KIND_CPU count: 1 }} ]
-        {parameters}
-        """,
-    )
-    body = textwrap.indent(textwrap.dedent(execute_body).strip(), " " * 12)
-    source = textwrap.dedent(
-        """
-        import json
-        import os
-        import signal
-
-        import numpy as np
-        import triton_python_backend_utils as pb_utils
-
-
-        class TritonPythonModel:
-            def initialize(self, args):
-                config = json.loads(args["model_config"])
-                self.parameters = {
-                    key: value["string_value"]
-                    for key, value in config.get("parameters", {}).items()
-                }
-
-            def execute(self, requests):
-                responses = []
-                for request in requests:
-                    x = pb_utils.get_input_tensor_by_name(request, "INPUT").as_numpy()
-        BODY
-                    responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT", y)]))
-                return responses
-        """
-    ).lstrip()
-    _write(root / name / "1" / "model.py", source.replace("BODY\n", body + "\n"))
-
-
-def _ensemble(root: Path, name: str, step: str) -> None:
-    _write(
-        root / name / "config.pbtxt",
-        f"""
-        name: "{name}"
-        platform: "ensemble"
-        max_batch_size: 8
-        input [ {{ name: "INPUT" data_type: TYPE_FP32 dims: [ 4 ] }} ]
-        output [ {{ name: "OUTPUT" data_type: TYPE_FP32 dims: [ 4 ] }} ]
-        ensemble_scheduling {{
-          step [
-            {{
-              model_name: "{step}"
-              model_version: -1
-              input_map {{ key: "INPUT" value: "INPUT" }}
-              output_map {{ key: "OUTPUT" value: "OUTPUT" }}
-            }}
-          ]
-        }}
-        """,
-    )
-    (root / name / "1").mkdir(parents=True, exist_ok=True)
 
 
 X = [1.0, 2.0, 3.0, 4.0]
@@ -211,7 +141,7 @@ def test_a_step_is_invoked_by_its_own_name(demo, tmp_path) -> None:
 
 def test_a_case_naming_a_model_that_does_not_load_fails_clearly(demo, tmp_path) -> None:
     # A model beside the ensemble: in the package, but SageMaker's Triton does not load it.
-    _python_model(demo, "demo_extra", "y = x")
+    write_python_step_model(demo, "demo_extra", "y = x")
     summary = _summary(demo, [_case("extra", "demo_extra", X)])
     run, lines, _ = _run(demo, tmp_path, summary)
     [result] = run.results
@@ -226,7 +156,7 @@ def test_a_bls_call_to_a_sibling_fails_while_the_same_logic_as_an_ensemble_passe
 ) -> None:
     # The callee's name comes from a config parameter: no static check sees the call.
     bls = tmp_path / "bls"
-    _python_model(
+    write_python_step_model(
         bls,
         "caller",
         """
@@ -242,8 +172,8 @@ def test_a_bls_call_to_a_sibling_fails_while_the_same_logic_as_an_ensemble_passe
         """,
         parameters='parameters { key: "callee" value: { string_value: "add_one" } }',
     )
-    _python_model(bls, "add_one", "y = (x + 1).astype(np.float32)")
-    _ensemble(bls, "pipeline", "caller")
+    write_python_step_model(bls, "add_one", "y = (x + 1).astype(np.float32)")
+    write_one_step_ensemble(bls, "pipeline", "caller")
     expected = [v + 1 for v in X]
     # A case naming the callee used to load it beside the entry model, and the BLS call then
     # passed; SageMaker's Triton loads only the ensemble and its step.
@@ -263,8 +193,8 @@ def test_a_bls_call_to_a_sibling_fails_while_the_same_logic_as_an_ensemble_passe
     assert not re.search(r"\bt-(\d+-)?[0-9a-f]{8}\b", result.message), result.message
 
     wired = tmp_path / "wired"
-    _python_model(wired, "add_one", "y = (x + 1).astype(np.float32)")
-    _ensemble(wired, "pipeline", "add_one")
+    write_python_step_model(wired, "add_one", "y = (x + 1).astype(np.float32)")
+    write_one_step_ensemble(wired, "pipeline", "add_one")
     run, lines, _ = _run(
         wired, tmp_path, _summary(wired, [_case("plus-one", "pipeline", expected)])
     )
@@ -280,7 +210,7 @@ def test_a_model_that_kills_the_server_errors_and_the_next_run_gets_a_new_one(
 
     crash = tmp_path / "crash"
     # The stub's parent is tritonserver itself.
-    _python_model(crash, "crasher", "os.kill(os.getppid(), signal.SIGKILL)\ny = x")
+    write_python_step_model(crash, "crasher", "os.kill(os.getppid(), signal.SIGKILL)\ny = x")
     summary = _summary(crash, [_case("a", "crasher", X), _case("b", "crasher", X)])
     run, lines, _ = _run(crash, tmp_path, summary)
     assert not run.passed
@@ -301,7 +231,7 @@ def test_a_stub_that_dies_errors_its_case_and_the_next_run_gets_a_clean_server(
     demo, tmp_path
 ) -> None:
     crash = tmp_path / "stub-exit"
-    _python_model(crash, "quitter", "os._exit(1)")
+    write_python_step_model(crash, "quitter", "os._exit(1)")
     run, lines, _ = _run(crash, tmp_path, _summary(crash, [_case("a", "quitter", X)]))
     [result] = run.results
     assert result.outcome == "error", _outcomes(run)

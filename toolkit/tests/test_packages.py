@@ -12,7 +12,11 @@ import numpy as np
 import psutil
 import pytest
 
-from toolkit.examples import write_python_model_repository
+from toolkit.examples import (
+    write_one_step_ensemble,
+    write_python_model_repository,
+    write_python_step_model,
+)
 from toolkit.shim import install_package
 from toolkit.triton import (
     TritonError,
@@ -35,67 +39,11 @@ def _write(path: Path, text: str) -> None:
     path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
 
 
-def _python_model(dest: Path, name: str, body: str) -> None:
-    """A Python model `name` with INPUT/OUTPUT FP32 [4] whose execute runs `body` for each
-    request (`x` in, `y` out)."""
-    _write(
-        dest / name / "config.pbtxt",
-        f"""
-        name: "{name}"
-        backend: "python"
-        max_batch_size: 8
-        input [ {{ name: "INPUT" data_type: TYPE_FP32 dims: [ 4 ] }} ]
-        output [ {{ name: "OUTPUT" data_type: TYPE_FP32 dims: [ 4 ] }} ]
-        instance_group [ {{ kind: KIND_CPU count: 1 }} ]
-        """,
-    )
-    body = textwrap.indent(textwrap.dedent(body).strip(), " " * 16)
-    source = (
-        "import numpy as np\n"
-        "import triton_python_backend_utils as pb_utils\n\n\n"
-        "class TritonPythonModel:\n"
-        "    def execute(self, requests):\n"
-        "        responses = []\n"
-        "        for request in requests:\n"
-        '            x = pb_utils.get_input_tensor_by_name(request, "INPUT").as_numpy()\n'
-        "            if True:\n"
-        f"{body}\n"
-        '            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT", y)]))\n'
-        "        return responses\n"
-    )
-    (dest / name / "1").mkdir(parents=True, exist_ok=True)
-    (dest / name / "1" / "model.py").write_text(source, encoding="utf-8")
-
-
-def _ensemble(dest: Path, name: str, step: str) -> None:
-    _write(
-        dest / name / "config.pbtxt",
-        f"""
-        name: "{name}"
-        platform: "ensemble"
-        max_batch_size: 8
-        input [ {{ name: "INPUT" data_type: TYPE_FP32 dims: [ 4 ] }} ]
-        output [ {{ name: "OUTPUT" data_type: TYPE_FP32 dims: [ 4 ] }} ]
-        ensemble_scheduling {{
-          step [
-            {{
-              model_name: "{step}"
-              model_version: -1
-              input_map {{ key: "INPUT" value: "INPUT" }}
-              output_map {{ key: "OUTPUT" value: "OUTPUT" }}
-            }}
-          ]
-        }}
-        """,
-    )
-    (dest / name / "1").mkdir()
-
-
 def _bls_package(dest: Path) -> Path:
     """An ensemble whose one step calls a sibling model of the package by plain name through
     BLS; the sibling is no step of the ensemble (a package built for a shared repository)."""
-    _ensemble(dest, "bls_pipeline", "bls_caller")
-    _python_model(
+    write_one_step_ensemble(dest, "bls_pipeline", "bls_caller")
+    write_python_step_model(
         dest,
         "bls_caller",
         """
@@ -110,7 +58,7 @@ def _bls_package(dest: Path) -> Path:
         y = pb_utils.get_output_tensor_by_name(answer, "OUTPUT").as_numpy()
         """,
     )
-    _python_model(dest, "bls_sibling_add", "y = (x + 1).astype(np.float32)")
+    write_python_step_model(dest, "bls_sibling_add", "y = (x + 1).astype(np.float32)")
     return dest
 
 
@@ -220,14 +168,12 @@ def test_a_failed_load_carries_tritons_reason_and_leaves_the_name_free(
     triton: TritonServer, tmp_path: Path
 ) -> None:
     source = tmp_path / "src"
-    _python_model(source, "broken", "y = x")
+    write_python_step_model(source, "broken", "y = x")
     model_py = source / "broken" / "1" / "model.py"
     model_py.write_text(
         model_py.read_text().replace(
-            "class TritonPythonModel:\n",
-            "class TritonPythonModel:\n"
-            "    def initialize(self, args):\n"
-            '        raise RuntimeError("weights are corrupt")\n\n',
+            "    def initialize(self, args):\n",
+            '    def initialize(self, args):\n        raise RuntimeError("weights are corrupt")\n',
         )
     )
     folder = triton.repository / "broken-1"
@@ -242,14 +188,13 @@ def test_a_failed_load_carries_tritons_reason_and_leaves_the_name_free(
 
 def test_an_out_of_memory_load_is_a_507(triton: TritonServer, tmp_path: Path) -> None:
     source = tmp_path / "src"
-    _python_model(source, "hungry", "y = x")
+    write_python_step_model(source, "hungry", "y = x")
     model_py = source / "hungry" / "1" / "model.py"
     model_py.write_text(
         model_py.read_text().replace(
-            "class TritonPythonModel:\n",
-            "class TritonPythonModel:\n"
+            "    def initialize(self, args):\n",
             "    def initialize(self, args):\n"
-            '        raise MemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")\n\n',
+            '        raise MemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")\n',
         )
     )
     folder = triton.repository / "hungry-1"
