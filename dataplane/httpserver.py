@@ -232,8 +232,12 @@ class Router:
         return None, {}, 405 if allowed else 404
 
 
-class HttpConnection(asyncio.Protocol):
-    """One client connection: llhttp's callbacks build requests, handled one at a time."""
+class HttpConnection:
+    """One client connection: llhttp's callbacks build requests, handled one at a time.
+
+    An asyncio protocol by its methods, not by deriving from `asyncio.Protocol` (compiled:
+    dataplane.native).
+    """
 
     __slots__ = (
         "server",
@@ -577,6 +581,21 @@ class HttpConnection(asyncio.Protocol):
         transport = self.transport
         self.busy = False
         if transport is None:
+            return
+        if (
+            self._keep_alive
+            and not self.closing
+            and not self.pending
+            and not self._in_message
+            and not self._eof
+            and not self._read_paused
+        ):
+            # The usual case, a kept-alive client with nothing more sent yet. The write is the
+            # last thing done: it wakes the client, and work left after it would compete with
+            # the client (and Triton) for the cores, which costs more than the work itself.
+            self.phase = IDLE
+            self.deadline = time.monotonic() + self.server.keep_alive_timeout
+            transport.write(encode_response(status, body, headers))
             return
         if self._keep_alive and not self.closing:
             transport.write(encode_response(status, body, headers))

@@ -542,7 +542,8 @@ class MetricsRegistry:
             stat = str(stat_block.get("Stat", "Average"))
             info = METRICS.get(name)
             if info is not None and namespace not in (None, info.namespace):
-                timestamps, values = [], []
+                timestamps: list[Any] = []
+                values: list[float] = []
             else:
                 timestamps, values = self.statistic_values(name, dims, stat, start, end, period)
             if descending:

@@ -331,8 +331,9 @@ class InvocationHandler:
                 out[_JSON_LENGTH_HEADER] = str(len(header))
             else:
                 out["Content-Type"] = f"{SAGEMAKER_BINARY_TYPE}{len(header)}"
-        connection.respond(200, body, out)
+        # Recorded before answering: the answer wakes the client (see HttpConnection.respond).
         self._record(endpoint, target, started, model_us, cache_hit, 2)
+        connection.respond(200, body, out)
 
     def _answer_error(
         self,
@@ -344,8 +345,8 @@ class InvocationHandler:
         cache_hit: bool | None,
     ) -> None:
         error = scrubbed(error, self.gateway, endpoint, target)
-        connection.respond(error.status, error.body(), error.headers())
         self._record(endpoint, target, started, 0.0, cache_hit, error_class(error.status, error))
+        connection.respond(error.status, error.body(), error.headers())
 
     def _triton_gone(self, target: str, error: UpstreamError | None) -> GatewayError:
         return service_unavailable(
@@ -378,19 +379,15 @@ class InvocationHandler:
                 model.in_flight += 1
                 model.last_used = time.time()
                 sent = time.perf_counter()
+                retry = False
                 try:
                     response = await supervisor.request(
                         "POST", model.infer_path, body, headers, self.infer_timeout
                     )
                 except UpstreamError as exc:
-                    if not exc.sent and (attempt == 0 or not may_retry):
-                        # Triton was not there to take the request: after its restart the
-                        # model is loaded again on demand and the request goes through.
-                        await supervisor.wait_ready(gateway.settings.load_timeout)
-                        cache_hit = False
-                        may_retry = True
-                        continue
-                    raise self._triton_gone(target, exc) from exc
+                    if exc.sent or (attempt > 0 and may_retry):
+                        raise self._triton_gone(target, exc) from exc
+                    retry = True
                 except TimeoutError as exc:
                     raise model_error(
                         504,
@@ -399,6 +396,13 @@ class InvocationHandler:
                     ) from exc
                 finally:
                     model.in_flight -= 1
+                if retry:
+                    # Triton was not there to take the request: after its restart the model
+                    # is loaded again on demand and the request goes through.
+                    await supervisor.wait_ready(gateway.settings.load_timeout)
+                    cache_hit = False
+                    may_retry = True
+                    continue
                 model_us = (time.perf_counter() - sent) * 1e6
                 model.invocations += 1
                 self._answer(
@@ -418,8 +422,8 @@ class InvocationHandler:
             self._answer_error(connection, endpoint, target, started, error, cache_hit)
         except Exception as exc:
             log.exception("invocation of %s on %s failed", target, endpoint.name)
-            error = GatewayError(500, "InternalFailure", f"internal error: {exc}")
-            self._answer_error(connection, endpoint, target, started, error, None)
+            failure = GatewayError(500, "InternalFailure", f"internal error: {exc}")
+            self._answer_error(connection, endpoint, target, started, failure, None)
 
     def _record(
         self,
@@ -745,7 +749,10 @@ async def serve(gateway: Gateway, host: str, port: int) -> None:
     # collection scans only what serving created.
     gc.collect()
     gc.freeze()
-    listener = await loop.create_server(server.protocol, host, port, backlog=1024)
+    # A connection has asyncio's protocol methods without deriving from asyncio.Protocol
+    # (a compiled class cannot derive from an interpreted one: dataplane.native).
+    protocol: Any = server.protocol
+    listener = await loop.create_server(protocol, host, port, backlog=1024)
     log.info("gateway listening on http://%s:%d", host, port)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

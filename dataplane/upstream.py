@@ -15,6 +15,7 @@ import ssl as _ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httptools
 
@@ -46,11 +47,12 @@ _MAX_NAMES = 64
 Answered = Callable[[UpstreamResponse | None, UpstreamError | None], None]
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection:
     """One keep-alive connection: at most one request at a time.
 
     Taken from the pool with `UpstreamPool.acquire_idle()` (or by `UpstreamPool.request`),
-    given back with `UpstreamPool.release()` once its answer is in.
+    given back with `UpstreamPool.release()` once its answer is in. An asyncio protocol by its
+    methods, not by deriving from `asyncio.Protocol` (compiled: dataplane.native).
     """
 
     def __init__(self) -> None:
@@ -66,6 +68,15 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def pause_writing(self) -> None:
+        """A large request waits in the transport's buffer: it is sent as Triton reads it."""
+
+    def resume_writing(self) -> None:
+        pass
+
+    def eof_received(self) -> None:
+        """Triton closed its end: the transport closes, and `connection_lost` says so."""
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -217,19 +228,18 @@ class UpstreamPool:
 
     async def _connect(self) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
+        # A connection has asyncio's protocol methods without deriving from asyncio.Protocol
+        # (a compiled class cannot derive from an interpreted one: dataplane.native).
+        protocol: Any = UpstreamConnection
         try:
             if self.unix_path is not None:
-                _, conn = await loop.create_unix_connection(UpstreamConnection, self.unix_path)
+                _, conn = await loop.create_unix_connection(protocol, self.unix_path)
             elif self.ssl is not None:
                 _, conn = await loop.create_connection(
-                    UpstreamConnection,
-                    self.host,
-                    self.port,
-                    ssl=self.ssl,
-                    server_hostname=self.host,
+                    protocol, self.host, self.port, ssl=self.ssl, server_hostname=self.host
                 )
             else:
-                _, conn = await loop.create_connection(UpstreamConnection, self.host, self.port)
+                _, conn = await loop.create_connection(protocol, self.host, self.port)
         except OSError as exc:
             raise UpstreamError(f"cannot connect to Triton: {exc}", sent=False) from exc
         return conn
