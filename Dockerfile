@@ -31,7 +31,12 @@ COPY loadgen ./loadgen
 COPY dataplane ./dataplane
 COPY toolkit ./toolkit
 # The Triton binary's wheel goes in without its Python dependencies (scripts/bootstrap says why).
-RUN pip install . && pip install --no-deps nvidia-pytriton==0.7.0
+# The gateway's request path is compiled to C (dataplane/native) with a compiler that is
+# removed again in the same layer.
+RUN pip install . && pip install --no-deps nvidia-pytriton==0.7.0 \
+    && apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && python -m dataplane.native \
+    && apt-get purge -y --auto-remove gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 # Templates, static files and manage.py live next to the packages, not inside them; the
 # code runs from /app (PYTHONPATH) so Django finds them.
 COPY manage.py ./

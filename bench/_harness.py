@@ -39,9 +39,13 @@ class BenchGateway(GatewayProcess):
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_gateway(endpoints: list[str], extra_args: list[str] | None = None) -> GatewayProcess:
+def start_gateway(
+    endpoints: list[str],
+    extra_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> GatewayProcess:
     root = Path(tempfile.mkdtemp(prefix="berth-bench-gw-"))
-    return BenchGateway(root, endpoints, extra_args=extra_args).start()
+    return BenchGateway(root, endpoints, extra_args=extra_args, env=env).start()
 
 
 def gateway_target(gw: GatewayProcess, endpoint: str, package: str) -> Target:

@@ -17,21 +17,27 @@ uvloop and httptools, one upstream connection per client connection, no features
 same way against the same Triton and model: goal, the gateway's CPU per request within 1.25x
 of the bare proxy's.
 
+The gateway's request path runs compiled (`dataplane.native`) when built; `--interpreted`
+also runs a second gateway with `BERTH_GATEWAY_INTERPRETED=1` (its own Triton, the same
+model) and prints its CPU per request beside the compiled one's.
+
 `--in-memory` times the Python alone instead (no Triton, no sockets): the gateway's
-invocation path (`HttpConnection`, `InvocationHandler`, `UpstreamConnection`) and the bare
-proxy's, each fed the same request and Triton answer on in-memory transports, in CPU time
-per request.
+invocation path (`HttpConnection`, `InvocationHandler`, `UpstreamConnection`), compiled and
+interpreted (the latter in a child process), and the bare proxy's, each fed the same request
+and Triton answer on in-memory transports, in CPU time per request.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -48,11 +54,16 @@ from bench._harness import (  # noqa: E402
     warm,
 )
 from bench._loadgen import Run, Target, closed_loop, run  # noqa: E402
+from dataplane import native  # noqa: E402
 
 LADDER = (1, 2, 4, 8, 12, 16, 24, 32, 48)
 
 
 Measured = tuple[Run, CpuShare]
+
+
+def _build() -> str:
+    return "compiled" if native.in_use() else "interpreted"
 
 
 def best(runs: list[Measured]) -> Measured:
@@ -115,7 +126,7 @@ async def _in_memory(requests: int) -> tuple[float, float]:
     """CPU us per request of the gateway's invocation path and of the bare proxy's, with
     in-memory transports: the Python each request costs, without the kernel's share."""
     from bench import _bare_proxy as bare
-    from dataplane.gateway import Endpoint, LoadedModel
+    from dataplane.gateway import Endpoint, Gateway, GatewaySettings, LoadedModel
     from dataplane.httpserver import HttpServer, Router
     from dataplane.metrics import MetricsRegistry
     from dataplane.server import InvocationHandler
@@ -163,20 +174,19 @@ async def _in_memory(requests: int) -> tuple[float, float]:
         upstream_out = _Transport()
         upstream.connection_made(upstream_out)  # type: ignore[arg-type]
         pool.release(upstream)
-        # What InvocationHandler reads of a Gateway on the fast path (its model loaded).
-        gateway = SimpleNamespace(
-            endpoints={"bench": endpoint},
-            supervisor=SimpleNamespace(pool=pool, generation=1),
-            metrics=metrics,
-            settings=SimpleNamespace(infer_timeout=60.0, max_request_bytes=6 * 2**20),
-        )
+        # A gateway whose Triton never starts: the fast path reads its pool and generation.
+        gateway = Gateway(GatewaySettings(state_dir=Path(store) / "state"))
+        gateway.endpoints["bench"] = endpoint
+        gateway.metrics = metrics
+        gateway.supervisor.pool = pool
+        gateway.supervisor.generation = 1
         router = Router()
         server = HttpServer(router, max_body=6 * 2**20, too_large=None, error_mapper=None)  # type: ignore[arg-type]
         router.add_direct(
             "POST",
             "/endpoints/",
             "/invocations",
-            InvocationHandler(gateway, server),  # type: ignore[arg-type]
+            InvocationHandler(gateway, server),
         )
         client = server.protocol()
         client_out = _Transport()
@@ -225,6 +235,12 @@ def main() -> int:
     parser.add_argument("--saturation-step", type=float, default=2.5)
     parser.add_argument("--no-saturation", action="store_true", help="skip the concurrency ladder")
     parser.add_argument(
+        "--interpreted",
+        action="store_true",
+        help="also measure a gateway running interpreted (BERTH_GATEWAY_INTERPRETED=1)",
+    )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
         "--in-memory",
         type=int,
         metavar="REQUESTS",
@@ -234,13 +250,22 @@ def main() -> int:
     if args.in_memory:
         gateway_us, bare_us = asyncio.run(_in_memory(args.in_memory))
         print(
-            f"in memory, CPU us/request: gateway {gateway_us:.2f}, bare proxy {bare_us:.2f}, "
-            f"ratio {gateway_us / bare_us:.2f}x"
+            f"in memory, CPU us/request: gateway ({_build()}) {gateway_us:.2f}, bare proxy "
+            f"{bare_us:.2f}, ratio {gateway_us / bare_us:.2f}x",
+            flush=True,
         )
+        if native.in_use() and not args.child:
+            # The interpreted build, in a child: a process imports one build or the other.
+            subprocess.run(
+                [sys.executable, __file__, "--in-memory", str(args.in_memory), "--child"],
+                env={**os.environ, native.INTERPRETED_ENV: "1"},
+                check=True,
+            )
         return 0
 
     gw = start_gateway(["bench:4GiB"])
     proxy = None
+    interpreted_gw = None
     ok = True
     try:
         package = python_package(gw.store("bench"), "overhead", 1, scale=2.0)
@@ -256,13 +281,23 @@ def main() -> int:
             f"over {gateway.transport}, itself reaching Triton over that {direct.transport}.\n"
             "Direct saves the client's TCP hop; before the sandbox both went over TCP."
         )
+        print(f"the gateway runs {_build()}")
         proxy, proxy_port = start_bare_proxy(direct.unix_path or "")
         bare = bare_target(direct, proxy_port)
-        meter = CpuMeter(gw, {"bare": proxy.pid})
+        targets = [direct, gateway, bare]
+        others = {"bare": proxy.pid}
+        if args.interpreted:
+            interpreted_gw = start_gateway(["bench:4GiB"], env={native.INTERPRETED_ENV: "1"})
+            python_package(interpreted_gw.store("bench"), "overhead", 1, scale=2.0)
+            warm(interpreted_gw, "bench", package)
+            targets.append(replace(gateway_target(interpreted_gw, "bench", package), name="interp"))
+            assert interpreted_gw.proc is not None
+            others["interp"] = interpreted_gw.proc.pid
+        meter = CpuMeter(gw, others)
         for concurrency in (1, 8):
-            runs: dict[str, list[Measured]] = {"direct": [], "gateway": [], "bare": []}
+            runs: dict[str, list[Measured]] = {target.name: [] for target in targets}
             for _ in range(args.repeats):
-                for target in (direct, gateway, bare):
+                for target in targets:
                     runs[target.name].append(
                         measured(meter, target, concurrency, args.duration, warmup=0.5)
                     )
@@ -295,6 +330,15 @@ def main() -> int:
                 f"  proxy CPU us/request: gateway {gateway_us:.0f}, bare proxy {bare_us:.0f}, "
                 f"ratio {cpu_ratio:.2f}x  [goal <= 1.25x: {'PASS' if cpu_ok else 'FAIL'}]"
             )
+            if args.interpreted:
+                i, i_cpu = best(runs["interp"])
+                interpreted_us = i_cpu.per_request(len(i.latencies))["interp"]
+                print(f"  interp : {i.summary()}")
+                print(
+                    f"  interpreted gateway CPU us/request {interpreted_us:.0f}, ratio to the "
+                    f"bare proxy {interpreted_us / bare_us:.2f}x; compiled / interpreted "
+                    f"{gateway_us / interpreted_us:.2f}"
+                )
 
         if args.no_saturation:
             print(f"\noverall (no saturation ladder): {'PASS' if ok else 'FAIL'}")
@@ -325,6 +369,8 @@ def main() -> int:
         if proxy is not None:
             proxy.kill()
             proxy.wait()
+        if interpreted_gw is not None:
+            interpreted_gw.stop()
         gw.stop()
     print(f"\noverall: {'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1
