@@ -109,6 +109,17 @@ _GAMMA = 1.02
 _INV_LOG_GAMMA = 1.0 / math.log(_GAMMA)
 _ZERO_BUCKET = -(10**9)
 _PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
+
+
+def bucket(value: float) -> int:
+    """The histogram bucket `value` is counted in."""
+    if value == 1.0:
+        return 0  # log(1) = 0: counts and hit flags skip the logarithm.
+    if value > 0:
+        return int(math.log(value) * _INV_LOG_GAMMA)
+    return _ZERO_BUCKET
+
+
 STATISTICS = ("Sum", "SampleCount", "Minimum", "Maximum", "Average")
 
 Dimensions = tuple[tuple[str, str], ...]
@@ -133,7 +144,7 @@ class MinuteStats:
             self.min = value
         if value > self.max:
             self.max = value
-        key = int(math.log(value) * _INV_LOG_GAMMA) if value > 0 else _ZERO_BUCKET
+        key = bucket(value)
         buckets = self.buckets
         buckets[key] = buckets.get(key, 0) + 1
 
@@ -203,12 +214,7 @@ class Series:
             stats.min = value
         if value > stats.max:
             stats.max = value
-        if value == 1.0:
-            key = 0  # log(1) = 0: counts and hit flags skip the logarithm.
-        elif value > 0:
-            key = int(math.log(value) * _INV_LOG_GAMMA)
-        else:
-            key = _ZERO_BUCKET
+        key = bucket(value)
         buckets = stats.buckets
         buckets[key] = buckets.get(key, 0) + 1
         self.total_sum += value
@@ -240,37 +246,42 @@ class Series:
         self.total_count += count
         self.last = last
 
-    def add_values(self, values: list[float], keys: list[int], minute: int) -> None:
-        """`values` with their bucket keys (`bucket_keys`), as calls of `add` would."""
-        if not values:
-            return
+    def add_batch(self, batch: ValueBatch, minute: int) -> None:
+        """The values summarised in `batch`, as calls of `add` would file them."""
         stats = self.minutes.get(minute)
         if stats is None:
             stats = self.minutes[minute] = MinuteStats()
-        total = sum(values)
-        stats.sum += total
-        stats.count += len(values)
-        low = min(values)
-        high = max(values)
-        if low < stats.min:
-            stats.min = low
-        if high > stats.max:
-            stats.max = high
+        stats.sum += batch.total
+        stats.count += batch.count
+        if batch.low < stats.min:
+            stats.min = batch.low
+        if batch.high > stats.max:
+            stats.max = batch.high
         buckets = stats.buckets
-        for key in keys:
-            buckets[key] = buckets.get(key, 0) + 1
-        self.total_sum += total
-        self.total_count += len(values)
+        for key, count in batch.buckets.items():
+            buckets[key] = buckets.get(key, 0) + count
+        self.total_sum += batch.total
+        self.total_count += batch.count
+        self.last = batch.last
+
+
+class ValueBatch:
+    """Values summarised once (sum, extremes, histogram buckets) for every series they go
+    to, as calls of `Series.add` would file them."""
+
+    __slots__ = ("count", "total", "low", "high", "last", "buckets")
+
+    def __init__(self, values: list[float]) -> None:
+        self.count = len(values)
+        self.total = sum(values)
+        self.low = min(values)
+        self.high = max(values)
         self.last = values[-1]
-
-
-def bucket_keys(values: list[float]) -> list[int]:
-    """The histogram bucket of each value (as `Series.add` files them)."""
-    log = math.log
-    return [
-        (0 if value == 1.0 else int(log(value) * _INV_LOG_GAMMA)) if value > 0 else _ZERO_BUCKET
-        for value in values
-    ]
+        buckets: dict[int, int] = {}
+        for value in values:
+            key = bucket(value)
+            buckets[key] = buckets.get(key, 0) + 1
+        self.buckets = buckets
 
 
 # Invocations waiting to be folded into their series: (series, minute, status class, cache
@@ -366,10 +377,10 @@ class MetricsRegistry:
 
         An invocation updates a dozen statistics across two sets of dimensions; done per
         request that was the largest share of the gateway's own Python. Here a request
-        appends one tuple, and a batch is folded in at once: counts and flags as sums, each
-        latency's bucket computed once for all its series. Every read (`series`, `drop`,
-        `prune`, GetMetricData, Prometheus) folds what is pending first, so no reader ever
-        sees a stale figure, and at most `_FOLD_EVERY` invocations wait.
+        appends one tuple, and a batch is folded in at once: counts and flags as sums, the
+        latencies summarised once (sum, extremes, buckets) for all their series. Every read
+        (`series`, `drop`, `prune`, GetMetricData, Prometheus) folds what is pending first,
+        so no reader ever sees a stale figure, and at most `_FOLD_EVERY` invocations wait.
         """
         pending = self._pending
         pending.append((series, minute, status_class, cache_hit, model_us, overhead_us))
@@ -412,15 +423,16 @@ class MetricsRegistry:
                     latencies.append(model_us)
                     overheads.append(overhead_us)
             last_class = entries[-1][2]
-            latency_keys = bucket_keys(latencies)
-            overhead_keys = bucket_keys(overheads)
+            latency = ValueBatch(latencies) if latencies else None
+            overhead = ValueBatch(overheads) if overheads else None
             for each in targets:
                 each.invocations.add_flags(count, count, 1.0, minute)
                 each.errors_4xx.add_flags(errors_4xx, count, float(last_class == 4), minute)
                 each.errors_5xx.add_flags(errors_5xx, count, float(last_class == 5), minute)
                 each.cache_hit.add_flags(hits, lookups, last_hit, minute)
-                each.latency.add_values(latencies, latency_keys, minute)
-                each.overhead.add_values(overheads, overhead_keys, minute)
+                if latency is not None and overhead is not None:
+                    each.latency.add_batch(latency, minute)
+                    each.overhead.add_batch(overhead, minute)
 
     def series(self, name: str, dimensions: Dimensions) -> Series:
         """The series for `name` and `dimensions` (created on first use); keep it to record fast.
