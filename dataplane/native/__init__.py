@@ -2,7 +2,7 @@
 
 Every invocation runs through `httpserver`, `upstream`, `payload`, `metrics` and `server`,
 and interpreted they cost several times the Python of a bare uvloop/httptools proxy.
-mypyc (mypy's compiler, which builds mypy and black) turns these type-annotated modules
+mypyc (mypy's compiler, with which mypy and black are built) turns these type-annotated modules
 into C extensions: classes become C structs, calls between their methods direct C calls.
 The Python source stays the one source; nothing is written twice.
 
@@ -100,10 +100,17 @@ def build(folder: Path = FOLDER) -> None:
             distribution.run_command("build_ext")
         finally:
             os.chdir(cwd)
-        staged = work / "out"
+        # Staged beside `folder` and swapped in by renames: a gateway starting meanwhile finds
+        # the old build, none (and runs interpreted), or the new one, never half of one.
+        staged = folder.with_name(folder.name + ".new")
+        old = folder.with_name(folder.name + ".old")
+        shutil.rmtree(staged, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
         staged.mkdir()
         for library in (work / "lib" / "dataplane").iterdir():
             shutil.copy2(library, staged / library.name)
         (staged / MANIFEST).write_text(json.dumps(fingerprint(), indent=2), encoding="utf-8")
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(staged, folder)
+        if folder.exists():
+            folder.rename(old)
+        staged.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
