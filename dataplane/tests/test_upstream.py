@@ -149,3 +149,40 @@ def test_a_request_that_takes_too_long_times_out_and_its_connection_is_dropped(t
             server.close()
 
     assert asyncio.run(main()) == 0
+
+
+def test_a_request_larger_than_the_socket_buffer_is_sent_whole(tmp_path):
+    """The transport asks the connection to pause writing while Triton reads a large body."""
+    body = bytes(range(256)) * (24 * 1024)  # 6 MiB, SageMaker's payload limit.
+
+    problems: list[dict] = []
+
+    async def main():
+        # A protocol without the flow-control methods would be reported here.
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, context: problems.append(context)
+        )
+        path = tmp_path / "triton.sock"
+
+        async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            received = b""
+            while len(received) < length:
+                received += await reader.read(65536)
+                await asyncio.sleep(0)  # A slow reader: the sender's buffer fills.
+            digest = str(received == body).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(digest), digest))
+            await writer.drain()
+
+        server = await asyncio.start_unix_server(client, str(path))
+        pool = UpstreamPool("localhost", 80, unix_path=str(path))
+        try:
+            return await pool.request("POST", "/v2/x", body, None, 30.0)
+        finally:
+            pool.close()
+            server.close()
+
+    response = asyncio.run(main())
+    assert (response.status, response.body) == (200, b"True")
+    assert problems == []
