@@ -13,15 +13,26 @@ Here a drain hands control back to the loop, after one polling interval, wheneve
 it could deliver to has every prefetch slot taken: the loop then does its pending work
 (acknowledgements free the slots) and drains again. A channel without a prefetch limit (a
 client collecting replies) waits its whole timeout as before.
+
+kombu's filesystem transport also writes a message in place, under the name readers look for:
+a worker listing the folder between the file's creation and its write took it, read it empty
+and stopped on the JSON error. Here a message is written under a name no reader looks for and
+renamed into place whole.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import uuid
 from pathlib import Path
 from queue import Empty
 from time import monotonic, sleep
 
+from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
+from kombu.utils.encoding import str_to_bytes
+from kombu.utils.json import dumps
 
 # Seconds between two looks at the queue folder (kombu's default is 1): a queued task starts
 # within about this long, for one directory listing per poll of an idle worker.
@@ -44,7 +55,27 @@ def filesystem_options(folder: Path) -> dict:
     }
 
 
+class Channel(filesystem.Channel):
+    def _put(self, queue, payload, **kwargs):
+        """Put `payload` onto `queue` whole (named as kombu names it: time first, so that
+        readers take messages in order)."""
+        name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        folder = self.data_folder_out
+        # No queue's name in it: `_get` takes files whose name holds `.<queue>.msg`.
+        partial = os.path.join(folder, f".partial-{uuid.uuid4()}")
+        try:
+            with open(partial, "wb") as file:
+                file.write(str_to_bytes(dumps(payload)))
+            os.replace(partial, os.path.join(folder, name))
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.remove(partial)
+            raise ChannelError(f"Cannot add file {name!r} to directory") from exc
+
+
 class Transport(filesystem.Transport):
+    Channel = Channel
+
     def drain_events(self, connection, timeout=None):
         started = monotonic()
         interval = self.polling_interval or 0

@@ -28,6 +28,33 @@ def test_options_keep_every_folder_inside_the_broker_folder(tmp_path):
     assert options["polling_interval"] == POLLING_INTERVAL <= 0.1
 
 
+def test_a_message_appears_in_the_queue_only_whole(tmp_path, monkeypatch):
+    """A worker listing the queue folder never takes a message still being written."""
+    from kombu import Connection
+
+    options = filesystem_options(tmp_path / "broker")
+    queue = Path(options["data_folder_out"])
+    before_rename = []
+    rename = os.replace
+
+    def replace(source, target):
+        # What a reader listing the folder now would take, and what the new file holds.
+        before_rename.append(([n for n in os.listdir(queue) if ".q.msg" in n], Path(source)))
+        before_rename.append(json.loads(Path(source).read_bytes()))
+        rename(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with Connection("filesystem://", transport=Transport, transport_options=options) as conn:
+        conn.default_channel._put("q", {"body": "x" * 100_000})
+
+    assert before_rename[0][0] == []
+    assert ".q.msg" not in before_rename[0][1].name
+    assert before_rename[1] == {"body": "x" * 100_000}
+    [name] = os.listdir(queue)
+    assert name.endswith(".q.msg")
+    assert json.loads((queue / name).read_bytes()) == {"body": "x" * 100_000}
+
+
 @pytest.fixture
 def broker(tmp_path, monkeypatch):
     """A prefork worker (two processes, as `./scripts/run` starts) on a broker folder of
